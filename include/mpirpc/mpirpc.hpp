@@ -1,0 +1,11 @@
+// SPDX-License-Identifier: MIT
+// mpirpc: torch.distributed.rpc's programming model for MPI programs. The umbrella header.
+#pragma once
+
+#include <mpirpc/errors.hpp>
+#include <mpirpc/functions.hpp>
+#include <mpirpc/future.hpp>
+#include <mpirpc/rpc.hpp>
+#include <mpirpc/runtime.hpp>
+#include <mpirpc/serialization.hpp>
+#include <mpirpc/worker.hpp>

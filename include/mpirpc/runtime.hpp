@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: MIT
+// Starting and stopping mpirpc on every rank, and the workers of the running session.
+//
+// The runtime is one per process. It starts collectively on a communicator (MPI_COMM_WORLD
+// by default): every rank calls init_rpc() (or constructs an mpirpc::runtime) and becomes the
+// worker named options::name ("worker<rank>" by default). If the application has not
+// initialised MPI, init_rpc does it with MPI_THREAD_MULTIPLE and finalizes MPI at process exit;
+// if it has, init_rpc checks that MPI_THREAD_MULTIPLE is provided and never finalizes MPI.
+// The runtime communicates on a private duplicate of the communicator, so the application's
+// own MPI traffic is untouched.
+//
+// Threads. The runtime runs num_worker_threads + 1 background threads. At any moment one of
+// them is the progress thread: it polls MPI, completes futures with the replies it receives
+// and runs an incoming request's handler itself (no hand-off on the critical path), while
+// another thread takes over polling if the handler runs long (leader/followers). At most
+// num_worker_threads handlers run at once; further requests wait in a queue. An idle rank
+// polls with an exponential back-off up to options::idle_poll_interval and keeps no core busy.
+//
+// shutdown() is collective and graceful by default: it returns on every rank only once no
+// call is in flight anywhere, serving requests while it waits.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <mpi.h>
+
+#include <mpirpc/worker.hpp>
+
+namespace mpirpc {
+
+/// Start-up options. Defaults follow torch.distributed.rpc where it has one.
+struct options {
+  /// This rank's worker name; empty means "worker<rank>". Must be unique across ranks.
+  std::string name;
+  /// Handlers that may run at once on this rank (torch's num_worker_threads, default 16).
+  int num_worker_threads = 16;
+  /// Default timeout of every call (torch's rpc_timeout, 60 s); zero means none.
+  std::chrono::duration<double> rpc_timeout = std::chrono::seconds(60);
+  /// The communicator whose ranks become the workers. Duplicated; the user's is untouched.
+  MPI_Comm comm = MPI_COMM_WORLD;
+  /// Longest sleep between polls of an idle rank: bounds idle CPU and first-call latency.
+  std::chrono::microseconds idle_poll_interval = std::chrono::microseconds(2000);
+};
+
+/// Counters of one rank's runtime since start. Read with stats().
+struct runtime_stats {
+  std::uint64_t requests_sent = 0;
+  std::uint64_t requests_served = 0;
+  std::uint64_t replies_received = 0;
+  std::uint64_t late_replies_dropped = 0;
+  std::uint64_t malformed_messages = 0;
+  std::uint64_t timeouts = 0;
+};
+
+/// Starts the runtime on this rank. Collective over options.comm.
+/// Throws init_error (already running, MPI without MPI_THREAD_MULTIPLE, duplicate or invalid
+/// names, conflicting registrations), mpi_error.
+void init_rpc(options opts = {});
+/// torch's spelling: init_rpc("worker1", opts).
+void init_rpc(std::string name, options opts = {});
+
+/// Stops the runtime. Collective. With graceful = true waits until no call is in flight on
+/// any rank, serving requests meanwhile; with graceful = false fails this rank's outstanding
+/// futures with shutdown_error and stops at once (other ranks must shut down too).
+/// A call when not running does nothing.
+void shutdown(bool graceful = true);
+
+/// True between init_rpc and shutdown.
+bool is_running() noexcept;
+
+/// This worker. Throws shutdown_error when not running.
+worker_info get_worker_info();
+/// The worker with this name; throws unknown_worker_error if there is none.
+worker_info get_worker_info(std::string_view name);
+/// Every worker, ordered by id.
+std::vector<worker_info> get_worker_infos();
+
+/// This rank's counters.
+runtime_stats stats();
+
+/// RAII form of init_rpc/shutdown: starts in the constructor, shuts down gracefully in the
+/// destructor (errors there are reported on stderr, never thrown). Not copyable or movable.
+class runtime {
+public:
+  explicit runtime(options opts = {});
+  explicit runtime(std::string name, options opts = {});
+  ~runtime();
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+
+  /// Shuts down now (collective); the destructor then does nothing.
+  void shutdown(bool graceful = true);
+};
+
+} // namespace mpirpc

@@ -1,0 +1,715 @@
+// SPDX-License-Identifier: MIT
+#include "engine.hpp"
+
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include <mpirpc/errors.hpp>
+
+#include "backoff.hpp"
+#include "errors_internal.hpp"
+
+namespace mpirpc::detail {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+/// How long a leader keeps spinning after its last message before it starts to sleep.
+constexpr auto leader_spin_window = std::chrono::microseconds(50);
+/// How long a waiter spins on its own reply before it starts to sleep.
+constexpr auto waiter_spin_window = std::chrono::microseconds(50);
+/// Longest leader sleep while calls of this rank await replies.
+constexpr auto busy_poll_interval = std::chrono::microseconds(200);
+/// How often the standby thread checks that the leader still polls.
+constexpr auto promote_interval = std::chrono::microseconds(1000);
+/// How often the pending table is scanned for expired calls.
+constexpr auto timeout_scan_interval = std::chrono::milliseconds(1);
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch())
+      .count();
+}
+
+/// Receive buffers of this thread, one per nesting level: a handler run inline may wait on a
+/// future and so receive again while its own request's buffer is still in use.
+class buffer_lease {
+public:
+  buffer_lease() {
+    if (depth() == pool().size()) pool().emplace_back();
+    _buffer = &pool()[depth()++];
+  }
+  ~buffer_lease() { --depth(); }
+  buffer_lease(const buffer_lease&) = delete;
+  buffer_lease& operator=(const buffer_lease&) = delete;
+  incoming& get() noexcept { return *_buffer; }
+
+private:
+  static std::deque<incoming>& pool() {
+    thread_local std::deque<incoming> buffers;
+    return buffers;
+  }
+  static std::size_t& depth() {
+    thread_local std::size_t n = 0;
+    return n;
+  }
+  incoming* _buffer;
+};
+
+std::vector<char>& reply_buffer() {
+  thread_local std::vector<char> buffer;
+  return buffer;
+}
+
+} // namespace
+
+/// Feeds a message's out-of-line buffers to the decoder, in order, checking each size against
+/// the segment table; drain() swallows those the decoder did not take.
+struct engine::segment_stream final : segment_source {
+  segment_stream(transport& t, int source, std::uint32_t tag, const char* table,
+                 std::uint32_t count)
+      : _t(t), _source(source), _tag(tag), _table(table), _count(count) {}
+
+  void receive_segment(void* dst, std::size_t bytes) override {
+    if (_next >= _count) {
+      throw serialization_error("mpirpc: malformed message: more out-of-line buffers referenced "
+                                "than the message carries");
+    }
+    const std::uint64_t expected = size_of(_next);
+    if (expected != bytes) {
+      throw serialization_error("mpirpc: malformed message: out-of-line buffer of " +
+                                std::to_string(bytes) + " bytes announced, table says " +
+                                std::to_string(expected));
+    }
+    ++_next;
+    _t.receive_segment(_source, _tag, dst, bytes);
+  }
+
+  void drain() noexcept {
+    try {
+      std::vector<char> scratch;
+      while (_next < _count) {
+        std::uint64_t left = size_of(_next++);
+        // Receive chunk by chunk, as sent, into a bounded scratch buffer.
+        while (true) {
+          const std::size_t chunk =
+              static_cast<std::size_t>(std::min<std::uint64_t>(left, wire::max_chunk));
+          scratch.resize(chunk);
+          _t.receive_segment(_source, _tag, scratch.data(), chunk);
+          left -= chunk;
+          if (left == 0) break;
+        }
+      }
+    } catch (...) {
+    }
+  }
+
+private:
+  std::uint64_t size_of(std::uint32_t i) const {
+    std::uint64_t n;
+    std::memcpy(&n, _table + i * sizeof(std::uint64_t), sizeof n);
+    return n;
+  }
+  transport& _t;
+  int _source;
+  std::uint32_t _tag;
+  const char* _table;
+  std::uint32_t _count;
+  std::uint32_t _next = 0;
+};
+
+engine::engine(const options& opts, std::unique_ptr<transport> t, std::vector<worker_info> workers)
+    : _num_handlers(opts.num_worker_threads), _default_timeout_s(opts.rpc_timeout.count()),
+      _idle_poll_interval(opts.idle_poll_interval), _transport(std::move(t)),
+      _workers(std::move(workers)), _rank(_transport->rank()) {
+  for (const auto& w : _workers)
+    _rank_of_name.emplace(w.name, w.id);
+}
+
+engine::~engine() {
+  if (!_stopped.load()) stop("the runtime was destroyed");
+}
+
+void engine::start_threads() {
+  const int count = _num_handlers + 1;
+  _threads.reserve(static_cast<std::size_t>(count));
+  for (int i = 0; i < count; ++i)
+    _threads.emplace_back([this] { thread_main(); });
+}
+
+int engine::resolve(const destination& to) const {
+  switch (to.which()) {
+  case destination::kind::name: {
+    auto it = _rank_of_name.find(std::string(to.name()));
+    if (it == _rank_of_name.end()) {
+      throw unknown_worker_error("mpirpc: no worker is named '" + std::string(to.name()) +
+                                 "' (workers are " + _workers.front().name + " .. " +
+                                 _workers.back().name + ")");
+    }
+    return it->second;
+  }
+  case destination::kind::rank:
+    if (to.rank() < 0 || to.rank() >= static_cast<int>(_workers.size())) {
+      throw unknown_worker_error("mpirpc: no worker has rank " + std::to_string(to.rank()) +
+                                 " (ranks are 0 .. " + std::to_string(_workers.size() - 1) + ")");
+    }
+    return to.rank();
+  case destination::kind::info:
+    if (to.rank() < 0 || to.rank() >= static_cast<int>(_workers.size()) ||
+        _workers[static_cast<std::size_t>(to.rank())].name != to.name()) {
+      throw unknown_worker_error("mpirpc: worker_info(name=" + std::string(to.name()) + ", id=" +
+                                 std::to_string(to.rank()) + ") names no worker of this session");
+    }
+    return to.rank();
+  }
+  throw unknown_worker_error("mpirpc: invalid destination");
+}
+
+std::string engine::function_name(std::uint64_t id) const {
+  if (const function_entry* e = registry::instance().by_id(id)) return e->name;
+  std::ostringstream os;
+  os << "function#" << std::hex << id;
+  return os.str();
+}
+
+void engine::log(const std::string& line) const noexcept {
+  std::fprintf(stderr, "mpirpc[%s]: %s\n", self().name.c_str(), line.c_str());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending
+
+void engine::send_message(int dest, int tag, std::vector<char>& buffer, wire::kind kind,
+                          std::uint64_t call_id, std::uint64_t function_id,
+                          const std::vector<segment>& segments) {
+  wire::header h{};
+  h.magic = wire::magic;
+  h.version = wire::version;
+  h.kind = static_cast<std::uint8_t>(kind);
+  h.segment_count = static_cast<std::uint32_t>(segments.size());
+  h.data_tag = segments.empty() ? 0 : _transport->next_data_tag();
+  h.call_id = call_id;
+  h.function_id = function_id;
+  h.payload_size = buffer.size() - sizeof(wire::header);
+  std::memcpy(buffer.data(), &h, sizeof h);
+  for (const segment& s : segments) {
+    const std::uint64_t n = s.bytes;
+    const char* p = reinterpret_cast<const char*>(&n);
+    buffer.insert(buffer.end(), p, p + sizeof n);
+  }
+  _transport->send(dest, tag, buffer.data(), buffer.size(), segments, h.data_tag);
+  _sent.fetch_add(1, std::memory_order_seq_cst);
+}
+
+void engine::send_request(const destination& to, raw_function fn, request_buffers& request,
+                          std::shared_ptr<reply_sink> sink, double timeout_s) {
+  struct inside_guard {
+    std::atomic<int>& n;
+    ~inside_guard() { n.fetch_sub(1, std::memory_order_seq_cst); }
+  };
+  _callers_inside.fetch_add(1, std::memory_order_seq_cst);
+  inside_guard guard{_callers_inside};
+  if (!_accepting.load(std::memory_order_seq_cst)) {
+    throw shutdown_error("mpirpc: the RPC runtime has shut down; no further calls can be made");
+  }
+  const int dest = resolve(to);
+  const function_entry* entry = registry::instance().by_pointer(fn);
+  if (!entry) {
+    throw unknown_function_error(
+        "mpirpc: the function passed to rpc_sync/rpc_async is not registered on this rank; "
+        "register it with MPIRPC_REGISTER(function) at namespace scope");
+  }
+  if (timeout_s < 0) timeout_s = _default_timeout_s;
+  pending_call call;
+  call.sink = std::move(sink);
+  call.function_id = entry->id;
+  call.dest = dest;
+  call.start = clock::now();
+  call.deadline = timeout_s > 0 ? call.start + std::chrono::duration_cast<clock::duration>(
+                                                   std::chrono::duration<double>(timeout_s))
+                                : clock::time_point::max();
+  const std::uint64_t id = _pending.insert(std::move(call));
+  try {
+    send_message(dest, wire::tag_request, request.payload, wire::kind::request, id, entry->id,
+                 request.segments);
+  } catch (...) {
+    _pending.take(id);
+    throw;
+  }
+  _requests_sent.fetch_add(1, std::memory_order_relaxed);
+  if (_leader_idle.load(std::memory_order_relaxed)) _leader_cv.notify_one();
+}
+
+void engine::send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
+  if (_stopped.load(std::memory_order_acquire)) return; // a late async reply after shutdown
+  std::vector<char>& buffer = reply_buffer();
+  std::vector<segment> segments;
+  try {
+    buffer.resize(sizeof(wire::header));
+    if (save) {
+      writer w(buffer, &segments);
+      save(w, value);
+    }
+  } catch (...) {
+    std::string what = describe_exception(std::current_exception()).message;
+    send_error_reply(token.source, token.call_id, token.function_id,
+                     wire::error_code::serialization, "mpirpc::serialization_error",
+                     "the result of '" + function_name(token.function_id) +
+                         "' could not be serialized on " + self().name + ": " + what,
+                     self().name);
+    if (token.held) _held_replies.fetch_sub(1);
+    return;
+  }
+  try {
+    send_message(token.source, wire::tag_reply, buffer, wire::kind::reply_value, token.call_id,
+                 token.function_id, segments);
+  } catch (const std::exception& e) {
+    log(std::string("could not send a reply: ") + e.what());
+  }
+  if (token.held) _held_replies.fetch_sub(1);
+}
+
+void engine::send_reply_error(reply_token& token, std::exception_ptr error) noexcept {
+  if (_stopped.load(std::memory_order_acquire)) return;
+  const exception_description d = describe_exception(error);
+  send_error_reply(token.source, token.call_id, token.function_id, d.code, d.type, d.message,
+                   d.origin.empty() ? self().name : d.origin);
+  if (token.held) _held_replies.fetch_sub(1);
+}
+
+void engine::hold_reply(reply_token& token) noexcept {
+  if (!token.held) {
+    token.held = true;
+    _held_replies.fetch_add(1);
+  }
+}
+
+void engine::send_error_reply(int dest, std::uint64_t call_id, std::uint64_t function_id,
+                              wire::error_code code, const std::string& type,
+                              const std::string& message, const std::string& origin) noexcept {
+  try {
+    std::vector<char>& buffer = reply_buffer();
+    buffer.resize(sizeof(wire::header));
+    writer w(buffer);
+    w.write_plain(static_cast<std::uint8_t>(code));
+    save(w, origin);
+    save(w, type);
+    save(w, message);
+    send_message(dest, wire::tag_reply, buffer, wire::kind::reply_error, call_id, function_id, {});
+  } catch (const std::exception& e) {
+    log(std::string("could not send an error reply: ") + e.what());
+  }
+}
+
+std::exception_ptr engine::decode_error_reply(const char* payload, std::size_t size,
+                                              const pending_call& call) const {
+  reader in(payload, size);
+  const auto code = static_cast<wire::error_code>(in.read_plain<std::uint8_t>());
+  std::string origin, type, message;
+  load(in, origin);
+  load(in, type);
+  load(in, message);
+  const std::string fn = function_name(call.function_id);
+  const std::string& callee = _workers[static_cast<std::size_t>(call.dest)].name;
+  switch (code) {
+  case wire::error_code::remote_exception:
+    return std::make_exception_ptr(remote_error(origin, type, message));
+  case wire::error_code::unknown_function:
+    return std::make_exception_ptr(unknown_function_error(
+        "mpirpc: " + callee + " has no function registered as '" + fn + "' (it is registered on " +
+        self().name + "; the ranks' registries differ)"));
+  case wire::error_code::serialization:
+  case wire::error_code::malformed:
+    return std::make_exception_ptr(
+        serialization_error("mpirpc: call to '" + fn + "' on " + callee + " failed: " + message));
+  case wire::error_code::shutting_down:
+    return std::make_exception_ptr(
+        shutdown_error("mpirpc: call to '" + fn + "' on " + callee + " failed: " + message));
+  }
+  return std::make_exception_ptr(serialization_error("mpirpc: malformed error reply from " +
+                                                     callee + " to a call of '" + fn + "'"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiving
+
+void engine::dispatch(incoming& message) noexcept {
+  wire::header h;
+  const std::string problem =
+      wire::validate(message.bytes.data(), message.bytes.size(), message.tag, h);
+  if (!problem.empty()) {
+    _malformed.fetch_add(1);
+    log("dropped a malformed message from rank " + std::to_string(message.source) + ": " + problem);
+    // A request whose header is readable still gets an error reply.
+    if (message.tag == wire::tag_request && message.bytes.size() >= sizeof(wire::header) &&
+        h.magic == wire::magic) {
+      send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::malformed,
+                       "mpirpc::serialization_error", "malformed request: " + problem, self().name);
+    }
+    _received.fetch_add(1, std::memory_order_seq_cst);
+    return;
+  }
+  const char* table = message.bytes.data() + sizeof(wire::header) + h.payload_size;
+  try {
+    if (h.kind == static_cast<std::uint8_t>(wire::kind::request)) {
+      handle_request(message, h, table);
+    } else {
+      handle_reply(message, h, table);
+    }
+  } catch (const std::exception& e) {
+    log(std::string("error while dispatching a message: ") + e.what());
+  }
+  _received.fetch_add(1, std::memory_order_seq_cst);
+}
+
+bool engine::try_take_slot() noexcept {
+  int n = _running_handlers.load(std::memory_order_relaxed);
+  while (n < _num_handlers) {
+    if (_running_handlers.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst)) return true;
+  }
+  return false;
+}
+
+void engine::handle_request(incoming& message, const wire::header& h, const char* table) {
+  const function_entry* fn = registry::instance().by_id(h.function_id);
+  if (!fn) {
+    segment_stream(*_transport, message.source, h.data_tag, table, h.segment_count).drain();
+    send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::unknown_function,
+                     "mpirpc::unknown_function_error", "no such function", self().name);
+    return;
+  }
+  if (!try_take_slot()) {
+    {
+      std::lock_guard<std::mutex> lock(_queue_mutex);
+      _queue.push_back(std::move(message));
+      _queued.fetch_add(1, std::memory_order_seq_cst);
+    }
+    message.bytes = std::vector<char>();
+    run_queued(); // a slot may have been freed meanwhile
+    return;
+  }
+  run_request(message, h, table, *fn);
+  _running_handlers.fetch_sub(1, std::memory_order_seq_cst);
+  run_queued();
+}
+
+void engine::run_request(const incoming& message, const wire::header& h, const char* table,
+                         const function_entry& fn) {
+  segment_stream segments(*_transport, message.source, h.data_tag, table, h.segment_count);
+  reader in(message.bytes.data() + sizeof(wire::header), static_cast<std::size_t>(h.payload_size),
+            &segments);
+  reply_token token;
+  token.source = message.source;
+  token.call_id = h.call_id;
+  token.function_id = h.function_id;
+  token.owner = this;
+  try {
+    fn.invoke(fn.fn, in, token);
+  } catch (const argument_error& e) {
+    segments.drain();
+    send_error_reply(token.source, token.call_id, token.function_id,
+                     wire::error_code::serialization, "mpirpc::serialization_error",
+                     "the arguments of '" + fn.name + "' could not be deserialized on " +
+                         self().name + ": " + e.what(),
+                     self().name);
+    _requests_served.fetch_add(1, std::memory_order_relaxed);
+    return;
+  } catch (...) {
+    segments.drain();
+    send_reply_error(token, std::current_exception());
+    _requests_served.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  segments.drain();
+  _requests_served.fetch_add(1, std::memory_order_relaxed);
+}
+
+void engine::run_queued() {
+  while (_queued.load(std::memory_order_seq_cst) > 0 && try_take_slot()) {
+    incoming message;
+    {
+      std::lock_guard<std::mutex> lock(_queue_mutex);
+      if (_queue.empty()) {
+        _running_handlers.fetch_sub(1, std::memory_order_seq_cst);
+        return;
+      }
+      message = std::move(_queue.front());
+      _queue.pop_front();
+      _queued.fetch_sub(1, std::memory_order_seq_cst);
+    }
+    wire::header h;
+    std::memcpy(&h, message.bytes.data(), sizeof h);
+    const char* table = message.bytes.data() + sizeof(wire::header) + h.payload_size;
+    if (const function_entry* fn = registry::instance().by_id(h.function_id)) {
+      run_request(message, h, table, *fn);
+    }
+    _running_handlers.fetch_sub(1, std::memory_order_seq_cst);
+  }
+}
+
+void engine::handle_reply(incoming& message, const wire::header& h, const char* table) {
+  segment_stream segments(*_transport, message.source, h.data_tag, table, h.segment_count);
+  std::optional<pending_call> call = _pending.take(h.call_id);
+  if (!call) {
+    segments.drain();
+    _late_replies.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  _replies_received.fetch_add(1, std::memory_order_relaxed);
+  const char* payload = message.bytes.data() + sizeof(wire::header);
+  const auto size = static_cast<std::size_t>(h.payload_size);
+  progress_callback_scope scope;
+  if (h.kind == static_cast<std::uint8_t>(wire::kind::reply_value)) {
+    reader in(payload, size, &segments);
+    call->sink->on_reply(in);
+    segments.drain();
+  } else {
+    segments.drain();
+    std::exception_ptr error;
+    try {
+      error = decode_error_reply(payload, size, *call);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    call->sink->on_error(error);
+  }
+}
+
+void engine::check_timeouts() noexcept {
+  const std::int64_t now = now_ns();
+  std::int64_t due = _next_timeout_check_ns.load(std::memory_order_relaxed);
+  if (now < due) return;
+  const std::int64_t next =
+      now + std::chrono::duration_cast<std::chrono::nanoseconds>(timeout_scan_interval).count();
+  if (!_next_timeout_check_ns.compare_exchange_strong(due, next)) return;
+  if (_pending.size() == 0) return;
+  const auto t = clock::now();
+  std::vector<pending_call> expired = _pending.take_expired(t);
+  if (expired.empty()) return;
+  progress_callback_scope scope;
+  for (pending_call& call : expired) {
+    _timeouts.fetch_add(1, std::memory_order_relaxed);
+    const double elapsed = std::chrono::duration<double>(t - call.start).count();
+    const double limit = std::chrono::duration<double>(call.deadline - call.start).count();
+    char text[64];
+    std::snprintf(text, sizeof text, "%.3f s (timeout %.3f s)", elapsed, limit);
+    call.sink->on_error(std::make_exception_ptr(timeout_error(
+        "mpirpc: call to '" + function_name(call.function_id) + "' on " +
+        _workers[static_cast<std::size_t>(call.dest)].name + " timed out after " + text)));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads: leader/followers
+
+void engine::thread_main() {
+  while (!_stop_threads.load(std::memory_order_acquire)) {
+    const bool leading = _poll_mutex.try_lock() || follow();
+    if (leading) lead();
+    run_queued();
+  }
+}
+
+bool engine::follow() {
+  std::unique_lock<std::mutex> lock(_follow_mutex);
+  bool standby = false;
+  if (!_has_standby) {
+    _has_standby = true;
+    standby = true;
+  }
+  std::uint64_t seen = _dispatch_seq.load(std::memory_order_relaxed);
+  while (!_stop_threads.load(std::memory_order_acquire)) {
+    if (_queued.load() > 0 && _running_handlers.load() < _num_handlers) break;
+    if (!standby) {
+      _follow_cv.wait(lock);
+      if (!_has_standby) {
+        _has_standby = true;
+        standby = true;
+        seen = _dispatch_seq.load(std::memory_order_relaxed);
+      }
+      continue;
+    }
+    if (_leader_idle.load(std::memory_order_acquire)) {
+      _standby_deep.store(true, std::memory_order_seq_cst);
+      // Bounded: a wake-up lost to a race costs at most this long.
+      if (_leader_idle.load(std::memory_order_seq_cst)) {
+        _standby_cv.wait_for(lock, std::chrono::milliseconds(50));
+      }
+      _standby_deep.store(false, std::memory_order_relaxed);
+    } else {
+      _standby_cv.wait_for(lock, promote_interval);
+    }
+    const std::uint64_t now_seq = _dispatch_seq.load(std::memory_order_relaxed);
+    const bool leader_stuck = now_seq == seen;
+    seen = now_seq;
+    if (leader_stuck && _poll_mutex.try_lock()) {
+      _has_standby = false;
+      _follow_cv.notify_one(); // another follower becomes the standby
+      return true;
+    }
+  }
+  if (standby) {
+    _has_standby = false;
+    _follow_cv.notify_one();
+  }
+  return false;
+}
+
+void engine::lead() {
+  buffer_lease lease;
+  incoming& message = lease.get();
+  auto last_activity = clock::now();
+  std::chrono::microseconds sleep(0);
+  while (!_stop_threads.load(std::memory_order_acquire)) {
+    bool got = false;
+    try {
+      got = _transport->try_receive(MPI_ANY_TAG, message);
+    } catch (const std::exception& e) {
+      log(std::string("polling failed: ") + e.what());
+    }
+    if (got) {
+      _leader_idle.store(false, std::memory_order_seq_cst);
+      _dispatch_seq.fetch_add(1, std::memory_order_relaxed);
+      _poll_mutex.unlock(); // another thread may poll while this one dispatches
+      if (_standby_deep.load(std::memory_order_seq_cst)) _standby_cv.notify_one();
+      dispatch(message);
+      if (!_poll_mutex.try_lock()) return; // leadership moved on
+      last_activity = clock::now();
+      sleep = std::chrono::microseconds(0);
+      continue;
+    }
+    check_timeouts();
+    const auto idle_for = clock::now() - last_activity;
+    if (idle_for < leader_spin_window && _spinning_waiters.load(std::memory_order_relaxed) == 0) {
+      for (int i = 0; i < 16; ++i)
+        cpu_relax();
+      continue;
+    }
+    const bool calls_out = _pending.size() > 0 || _held_replies.load() > 0;
+    const auto cap =
+        calls_out ? std::min(busy_poll_interval, _idle_poll_interval) : _idle_poll_interval;
+    sleep = sleep.count() == 0 ? std::chrono::microseconds(10) : std::min(cap, sleep * 2);
+    const bool idle = !calls_out && sleep >= cap;
+    _leader_idle.store(idle, std::memory_order_seq_cst);
+    {
+      std::unique_lock<std::mutex> lock(_leader_sleep_mutex);
+      _leader_cv.wait_for(lock, sleep);
+    }
+    if (idle && _pending.size() > 0) sleep = std::chrono::microseconds(0);
+  }
+  _leader_idle.store(false, std::memory_order_relaxed);
+  _poll_mutex.unlock();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting
+
+void engine::wait(future_state_base& state) {
+  buffer_lease lease;
+  incoming& message = lease.get();
+  const auto start = clock::now();
+  auto sleep = std::chrono::microseconds(0);
+  bool spinning = true;
+  _spinning_waiters.fetch_add(1, std::memory_order_relaxed);
+  struct spin_guard {
+    std::atomic<int>& n;
+    bool& spinning;
+    ~spin_guard() {
+      if (spinning) n.fetch_sub(1, std::memory_order_relaxed);
+    }
+  } guard{_spinning_waiters, spinning};
+  while (!state.done()) {
+    if (_stopped.load(std::memory_order_acquire)) {
+      state.sleep_until_done();
+      return;
+    }
+    if (_transport->try_receive(wire::tag_reply, message)) {
+      dispatch(message);
+      continue;
+    }
+    check_timeouts();
+    if (spinning) {
+      if (clock::now() - start < waiter_spin_window) {
+        for (int i = 0; i < 16; ++i)
+          cpu_relax();
+        continue;
+      }
+      spinning = false;
+      _spinning_waiters.fetch_sub(1, std::memory_order_relaxed);
+    }
+    sleep = sleep.count() == 0 ? std::chrono::microseconds(20)
+                               : std::min(std::chrono::microseconds(1000), sleep * 2);
+    state.sleep_until(clock::now() + sleep);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown
+
+void engine::quiesce() {
+  // Repeated non-blocking all-reductions of (sent, received, busy) until two consecutive
+  // rounds see every message received, nothing running and the same totals (the
+  // four-counter method): then no message is in flight and none can appear.
+  std::uint64_t previous[3] = {~0ull, ~0ull, ~0ull};
+  auto pause = std::chrono::microseconds(50);
+  for (;;) {
+    std::uint64_t local[3];
+    local[2] = static_cast<std::uint64_t>(_running_handlers.load() + _queued.load() +
+                                          _held_replies.load());
+    local[0] = _sent.load(std::memory_order_seq_cst);
+    local[1] = _received.load(std::memory_order_seq_cst);
+    std::uint64_t total[3];
+    MPI_Request request;
+    check_mpi(MPI_Iallreduce(local, total, 3, MPI_UINT64_T, MPI_SUM, _transport->collective_comm(),
+                             &request),
+              "MPI_Iallreduce");
+    wait_with_backoff(1, &request);
+    const bool quiet = total[0] == total[1] && total[2] == 0;
+    if (quiet && total[0] == previous[0] && total[1] == previous[1] && previous[2] == 0) return;
+    std::memcpy(previous, total, sizeof total);
+    if (!quiet) {
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds(5000));
+    }
+  }
+}
+
+void engine::stop(const std::string& reason) {
+  _accepting.store(false, std::memory_order_seq_cst);
+  while (_callers_inside.load(std::memory_order_seq_cst) > 0) {
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  _stop_threads.store(true, std::memory_order_seq_cst);
+  {
+    std::lock_guard<std::mutex> lock(_follow_mutex);
+    _follow_cv.notify_all();
+    _standby_cv.notify_all();
+  }
+  _leader_cv.notify_all();
+  for (auto& t : _threads) {
+    if (t.joinable()) t.join();
+  }
+  _threads.clear();
+  _stopped.store(true, std::memory_order_seq_cst);
+  std::vector<pending_call> orphans = _pending.take_all();
+  for (pending_call& call : orphans) {
+    call.sink->on_error(std::make_exception_ptr(shutdown_error(
+        "mpirpc: call to '" + function_name(call.function_id) + "' on " +
+        _workers[static_cast<std::size_t>(call.dest)].name + " was abandoned: " + reason)));
+  }
+  _transport->close();
+}
+
+runtime_stats engine::stats() const {
+  runtime_stats s;
+  s.requests_sent = _requests_sent.load();
+  s.requests_served = _requests_served.load();
+  s.replies_received = _replies_received.load();
+  s.late_replies_dropped = _late_replies.load();
+  s.malformed_messages = _malformed.load();
+  s.timeouts = _timeouts.load();
+  return s;
+}
+
+} // namespace mpirpc::detail

@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: MIT
+// The progress engine of one rank: threads, pending calls, dispatch, quiescence. Internal.
+// lib/README.md describes how its threads cooperate.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <mpirpc/rpc.hpp>
+#include <mpirpc/runtime.hpp>
+
+#include "pending_calls.hpp"
+#include "registry.hpp"
+#include "transport.hpp"
+#include "wire.hpp"
+
+namespace mpirpc::detail {
+
+class engine {
+public:
+  engine(const options& opts, std::unique_ptr<transport> t, std::vector<worker_info> workers);
+  ~engine();
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+
+  void start_threads();
+
+  // ---- identity
+  const worker_info& self() const noexcept { return _workers[static_cast<std::size_t>(_rank)]; }
+  const std::vector<worker_info>& workers() const noexcept { return _workers; }
+  /// The rank of a destination; throws unknown_worker_error.
+  int resolve(const destination& to) const;
+
+  // ---- calls (any thread)
+  void send_request(const destination& to, raw_function fn, request_buffers& request,
+                    std::shared_ptr<reply_sink> sink, double timeout_s);
+  void send_reply_value(reply_token& token, save_fn save, const void* value) noexcept;
+  void send_reply_error(reply_token& token, std::exception_ptr error) noexcept;
+  void hold_reply(reply_token& token) noexcept;
+
+  /// Blocks until `state` is done, polling for replies meanwhile.
+  void wait(future_state_base& state);
+
+  // ---- lifecycle (the thread that calls shutdown)
+  /// Collective: returns once no call is in flight on any rank. Serves meanwhile.
+  void quiesce();
+  /// Stops accepting calls, fails every outstanding call with shutdown_error, stops threads
+  /// and frees the communicators.
+  void stop(const std::string& reason);
+
+  runtime_stats stats() const;
+
+private:
+  struct segment_stream;
+
+  void thread_main();
+  bool follow();
+  void lead();
+  void run_queued();
+  bool try_take_slot() noexcept;
+  void dispatch(incoming& message) noexcept;
+  void handle_request(incoming& message, const wire::header& h, const char* table);
+  void run_request(const incoming& message, const wire::header& h, const char* table,
+                   const function_entry& fn);
+  void handle_reply(incoming& message, const wire::header& h, const char* table);
+  void send_error_reply(int dest, std::uint64_t call_id, std::uint64_t function_id,
+                        wire::error_code code, const std::string& type, const std::string& message,
+                        const std::string& origin) noexcept;
+  void send_message(int dest, int tag, std::vector<char>& buffer, wire::kind kind,
+                    std::uint64_t call_id, std::uint64_t function_id,
+                    const std::vector<segment>& segments);
+  std::exception_ptr decode_error_reply(const char* payload, std::size_t size,
+                                        const pending_call& call) const;
+  void check_timeouts() noexcept;
+  std::string function_name(std::uint64_t id) const;
+  void log(const std::string& line) const noexcept;
+
+  // configuration and identity
+  const int _num_handlers;
+  const double _default_timeout_s;
+  const std::chrono::microseconds _idle_poll_interval;
+  std::unique_ptr<transport> _transport;
+  std::vector<worker_info> _workers;
+  std::unordered_map<std::string, int> _rank_of_name;
+  int _rank;
+
+  pending_calls _pending;
+
+  // termination-detection counters (messages on the control communicator)
+  std::atomic<std::uint64_t> _sent{0};
+  std::atomic<std::uint64_t> _received{0};
+  std::atomic<int> _running_handlers{0};
+  std::atomic<int> _held_replies{0};
+
+  // statistics
+  std::atomic<std::uint64_t> _requests_sent{0};
+  std::atomic<std::uint64_t> _requests_served{0};
+  std::atomic<std::uint64_t> _replies_received{0};
+  std::atomic<std::uint64_t> _late_replies{0};
+  std::atomic<std::uint64_t> _malformed{0};
+  std::atomic<std::uint64_t> _timeouts{0};
+
+  // requests waiting for a handler slot
+  std::mutex _queue_mutex;
+  std::deque<incoming> _queue;
+  std::atomic<int> _queued{0};
+
+  // leader/followers
+  std::vector<std::thread> _threads;
+  std::atomic<bool> _stop_threads{false};
+  std::mutex _poll_mutex; ///< held by the thread that polls MPI for any message
+  std::atomic<std::uint64_t> _dispatch_seq{0};
+  std::atomic<bool> _leader_idle{false};
+  std::mutex _leader_sleep_mutex;
+  std::condition_variable _leader_cv;
+  std::mutex _follow_mutex;
+  std::condition_variable _follow_cv;
+  std::condition_variable _standby_cv;
+  bool _has_standby = false;
+  std::atomic<bool> _standby_deep{false};
+  std::atomic<int> _spinning_waiters{0};
+
+  // timeouts
+  std::atomic<std::int64_t> _next_timeout_check_ns{0};
+
+  // call admission
+  std::atomic<bool> _accepting{true};
+  std::atomic<int> _callers_inside{0};
+  std::atomic<bool> _stopped{false};
+};
+
+} // namespace mpirpc::detail

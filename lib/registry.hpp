@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: MIT
+// The process-wide table of registered functions. Internal.
+//
+// Written only while no runtime runs (static registration, or register_function before
+// init_rpc); read without locks by every thread while a runtime runs.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <mpirpc/detail/invoke.hpp>
+
+namespace mpirpc::detail {
+
+struct function_entry {
+  std::string name;
+  std::uint64_t id = 0;
+  raw_function fn = nullptr;
+  invoker_fn invoke = nullptr;
+};
+
+/// FNV-1a of the name: a function's identity on the wire.
+std::uint64_t function_id_of(std::string_view name) noexcept;
+
+class registry {
+public:
+  static registry& instance();
+
+  /// Adds a function. Conflicts (one name, two functions; two names with one hash) are
+  /// remembered and reported by problems(), so that static registration never throws.
+  void add(std::string_view name, raw_function fn, invoker_fn invoke);
+
+  const function_entry* by_pointer(raw_function fn) const noexcept;
+  const function_entry* by_id(std::uint64_t id) const noexcept;
+
+  /// Conflicting registrations, one per line; empty when there are none.
+  std::string problems() const;
+  /// A digest of the set of registered names, equal on ranks with equal registries.
+  std::uint64_t digest() const;
+  std::size_t size() const;
+
+  /// While frozen (a runtime runs) add() throws init_error.
+  void set_frozen(bool frozen);
+
+private:
+  mutable std::mutex _mutex;
+  bool _frozen = false;
+  std::deque<function_entry> _entries;
+  std::unordered_map<raw_function, const function_entry*> _by_pointer;
+  std::unordered_map<std::uint64_t, const function_entry*> _by_id;
+  std::vector<std::string> _problems;
+};
+
+} // namespace mpirpc::detail

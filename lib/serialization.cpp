@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: MIT
+// The Boost.Serialization path of serialization.hpp.
+#include <deque>
+
+#include <mpirpc/serialization.hpp>
+
+#include "errors_internal.hpp"
+#include "transport.hpp"
+
+namespace mpirpc::detail {
+
+namespace {
+using packed_buffer = boost::mpi::packed_oarchive::buffer_type;
+
+struct scratch_stack {
+  std::deque<packed_buffer> buffers;
+  std::size_t depth = 0;
+};
+scratch_stack& scratch() {
+  thread_local scratch_stack s;
+  return s;
+}
+} // namespace
+
+MPI_Comm pack_comm() {
+  static MPI_Comm comm = [] {
+    MPI_Comm c = MPI_COMM_NULL;
+    check_mpi(MPI_Comm_dup(MPI_COMM_SELF, &c), "MPI_Comm_dup");
+    MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN);
+    return c;
+  }();
+  return comm;
+}
+
+void boost_save_begin(packed_buffer*& out) {
+  scratch_stack& s = scratch();
+  if (s.depth == s.buffers.size()) s.buffers.emplace_back();
+  out = &s.buffers[s.depth++];
+  out->clear();
+}
+
+void boost_save_end(writer& w, packed_buffer& buffer, bool commit) {
+  if (commit) {
+    w.write_plain<std::uint64_t>(buffer.size());
+    w.write_bytes(buffer.data(), buffer.size());
+  }
+  --scratch().depth;
+}
+
+boost::mpi::packed_iarchive::buffer_type& boost_load_buffer(reader& r) {
+  thread_local boost::mpi::packed_iarchive::buffer_type buffer;
+  const auto n = r.read_plain<std::uint64_t>();
+  if (n > r.remaining()) r.fail("archive of " + std::to_string(n) + " bytes exceeds the message");
+  const char* p = r.skip(static_cast<std::size_t>(n));
+  buffer.assign(p, p + n);
+  return buffer;
+}
+
+void rethrow_as_serialization_error(const char* direction, const char* type_name) {
+  std::string what;
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+    what = "a non-standard exception";
+  }
+  throw serialization_error("mpirpc: Boost.Serialization could not " + std::string(direction) +
+                            " a value of type " + demangle(type_name) + ": " + what);
+}
+
+} // namespace mpirpc::detail

@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: MIT
+#include "wire.hpp"
+
+#include <cstring>
+
+namespace mpirpc::detail::wire {
+
+std::string validate(const char* data, std::size_t size, int tag, header& out) {
+  if (size < sizeof(header)) {
+    return "message of " + std::to_string(size) + " bytes is shorter than the " +
+           std::to_string(sizeof(header)) + "-byte header";
+  }
+  std::memcpy(&out, data, sizeof(header));
+  if (out.magic != magic) return "bad magic number";
+  if (out.version != version) {
+    return "wire version " + std::to_string(out.version) + ", expected " + std::to_string(version);
+  }
+  const auto k = static_cast<kind>(out.kind);
+  if (tag == tag_request && k != kind::request) return "request tag with a non-request kind";
+  if (tag == tag_reply && k != kind::reply_value && k != kind::reply_error) {
+    return "reply tag with a non-reply kind";
+  }
+  if (tag != tag_request && tag != tag_reply) return "unknown tag " + std::to_string(tag);
+  if (out.segment_count > max_segments) {
+    return std::to_string(out.segment_count) + " segments exceed the limit of " +
+           std::to_string(max_segments);
+  }
+  if (out.segment_count > 0 && out.data_tag == 0) return "segments without a data tag";
+  const std::size_t body = size - sizeof(header);
+  const std::size_t table = std::size_t(out.segment_count) * sizeof(std::uint64_t);
+  if (out.payload_size > body || body - out.payload_size != table) {
+    return "payload size " + std::to_string(out.payload_size) + " and " +
+           std::to_string(out.segment_count) + " segments do not add up to the " +
+           std::to_string(size) + "-byte message";
+  }
+  return {};
+}
+
+} // namespace mpirpc::detail::wire

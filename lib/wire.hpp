@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: MIT
+// The wire format of mpirpc's messages (see docs/wire.md). Internal to lib/.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace mpirpc::detail::wire {
+
+/// Tags on the control communicator. Out-of-line buffers travel on the data communicator
+/// with a per-transfer tag named in the header.
+constexpr int tag_request = 1;
+constexpr int tag_reply = 2;
+
+constexpr std::uint32_t magic = 0x4352504d; // "MPRC" little-endian
+constexpr std::uint8_t version = 1;
+
+enum class kind : std::uint8_t {
+  request = 1,
+  reply_value = 2,
+  reply_error = 3,
+};
+
+/// What an error reply reports; decides the exception type raised at the caller.
+enum class error_code : std::uint8_t {
+  remote_exception = 1, ///< the function threw: remote_error
+  unknown_function = 2, ///< the callee has no such function: unknown_function_error
+  serialization = 3,    ///< arguments or result failed to (de)serialize: serialization_error
+  shutting_down = 4,    ///< the callee stopped serving: shutdown_error
+  malformed = 5,        ///< the request was malformed: serialization_error
+};
+
+/// Limits checked on every received header.
+constexpr std::uint32_t max_segments = 4096;
+
+/// Fixed header at the start of every control message:
+///   header | payload (payload_size bytes) | segment table (segment_count x uint64 sizes)
+/// The segments themselves follow as separate messages on the data communicator, tag data_tag,
+/// each split into chunks of at most max_chunk bytes.
+struct header {
+  std::uint32_t magic;
+  std::uint8_t version;
+  std::uint8_t kind;
+  std::uint16_t reserved;
+  std::uint32_t segment_count;
+  std::uint32_t data_tag;
+  std::uint64_t call_id;
+  std::uint64_t function_id;
+  std::uint64_t payload_size;
+};
+static_assert(sizeof(header) == 40, "wire header layout changed");
+
+/// Largest chunk of an out-of-line buffer in one MPI message (MPI counts are int).
+constexpr std::size_t max_chunk = std::size_t(1) << 30;
+
+/// Checks a received control message; returns an empty string when it is well formed, else
+/// what is wrong with it. `expected_kind_tag` is the tag it arrived with.
+std::string validate(const char* data, std::size_t size, int tag, header& out);
+
+} // namespace mpirpc::detail::wire

@@ -1,0 +1,316 @@
+// SPDX-License-Identifier: MIT
+// mpirpc/rpc.hpp on several ranks: every call form, value types, errors and concurrency.
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <atomic>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <mpirpc/mpirpc.hpp>
+
+#include "mpi_test_support.hpp"
+
+namespace {
+
+struct point {
+  double x = 0;
+  double y = 0;
+  std::string label; // not trivially copyable: takes the Boost path
+  template <class Archive> void serialize(Archive& ar, unsigned) { ar& x& y& label; }
+  bool operator==(const point& o) const { return x == o.x && y == o.y && label == o.label; }
+};
+
+struct plain_pair {
+  int a;
+  double b;
+};
+
+int add(int a, int b) {
+  return a + b;
+}
+double scale(double x, double factor) {
+  return x * factor;
+}
+std::string concat(const std::string& a, std::string b) {
+  return a + b;
+}
+std::vector<double> reverse(std::vector<double> v) {
+  return {v.rbegin(), v.rend()};
+}
+point move_point(point p, double dx) {
+  p.x += dx;
+  p.label += "'";
+  return p;
+}
+plain_pair swap_plain(plain_pair p) {
+  return {static_cast<int>(p.b), static_cast<double>(p.a)};
+}
+std::map<std::string, int> count_words(std::vector<std::string> words) {
+  std::map<std::string, int> out;
+  for (auto& w : words)
+    ++out[w];
+  return out;
+}
+std::array<int, 3> triple(int x) {
+  return {x, 2 * x, 3 * x};
+}
+
+std::atomic<int> void_calls{0};
+void touch() {
+  void_calls.fetch_add(1);
+}
+std::string whoami() {
+  return mpirpc::get_worker_info().name;
+}
+int my_rank_plus(int x) {
+  return mpirpc::get_worker_info().id + x;
+}
+
+struct calculator {
+  static int multiply(int a, int b) { return a * b; }
+};
+
+struct custom_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+int throws_runtime(int) {
+  throw std::runtime_error("runtime went wrong");
+}
+int throws_custom(int x) {
+  throw custom_error("custom " + std::to_string(x));
+}
+int throws_int(int) {
+  throw 42;
+}
+int throws_out_of_range(int) {
+  return std::vector<int>{}.at(3);
+}
+
+} // namespace
+
+MPIRPC_REGISTER(add);
+MPIRPC_REGISTER(scale);
+MPIRPC_REGISTER(concat);
+MPIRPC_REGISTER(reverse);
+MPIRPC_REGISTER(move_point);
+MPIRPC_REGISTER(swap_plain);
+MPIRPC_REGISTER(count_words);
+MPIRPC_REGISTER(triple);
+MPIRPC_REGISTER(touch);
+MPIRPC_REGISTER(whoami);
+MPIRPC_REGISTER(my_rank_plus);
+MPIRPC_REGISTER(calculator::multiply);
+MPIRPC_REGISTER(throws_runtime);
+MPIRPC_REGISTER(throws_custom);
+MPIRPC_REGISTER(throws_int);
+MPIRPC_REGISTER(throws_out_of_range);
+
+namespace {
+int next_rank() {
+  const int size = mpirpc_test::world_size();
+  return (mpirpc_test::world_rank() + 1) % size;
+}
+std::string worker(int rank) {
+  return "worker" + std::to_string(rank);
+}
+} // namespace
+
+TEST_CASE("rpc_sync by name, rank and worker_info reaches the right worker", "[rpc]") {
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  CHECK(mpirpc::rpc_sync(worker(to), whoami) == worker(to));
+  CHECK(mpirpc::rpc_sync(to, whoami) == worker(to));
+  const mpirpc::worker_info info = mpirpc::get_worker_info(worker(to));
+  CHECK(info.id == to);
+  CHECK(mpirpc::rpc_sync(info, whoami) == worker(to));
+  CHECK(mpirpc::rpc_sync(info, my_rank_plus, 100) == to + 100);
+}
+
+TEST_CASE("self-calls work by name and by rank", "[rpc]") {
+  mpirpc::runtime rt;
+  const auto me = mpirpc::get_worker_info();
+  CHECK(mpirpc::rpc_sync(me.name, add, 2, 3) == 5);
+  CHECK(mpirpc::rpc_async(me.id, whoami).wait() == me.name);
+}
+
+TEST_CASE("values of every kind travel both ways", "[rpc]") {
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  CHECK(mpirpc::rpc_sync(to, add, 20, 22) == 42);
+  CHECK(mpirpc::rpc_sync(to, scale, 1.25, 4.0) == 5.0);
+  CHECK(mpirpc::rpc_sync(to, scale, 3, 2) == 6.0); // ints converted to the double parameters
+  CHECK(mpirpc::rpc_sync(to, concat, std::string("ab"), "cd") == "abcd");
+  CHECK(mpirpc::rpc_sync(to, reverse, std::vector<double>{1, 2, 3}) ==
+        std::vector<double>{3, 2, 1});
+  CHECK(mpirpc::rpc_sync(to, reverse, std::vector<double>{}).empty());
+  const point p = mpirpc::rpc_sync(to, move_point, point{1, 2, "p"}, 0.5);
+  CHECK(p == point{1.5, 2, "p'"});
+  const plain_pair q = mpirpc::rpc_sync(to, swap_plain, plain_pair{7, 9.0});
+  CHECK(q.a == 9);
+  CHECK(q.b == 7.0);
+  const auto counts =
+      mpirpc::rpc_sync(to, count_words, std::vector<std::string>{"a", "b", "a", ""});
+  CHECK(counts == std::map<std::string, int>{{"", 1}, {"a", 2}, {"b", 1}});
+  CHECK(mpirpc::rpc_sync(to, triple, 5) == std::array<int, 3>{5, 10, 15});
+  CHECK(mpirpc::rpc_sync(to, calculator::multiply, 6, 7) == 42);
+}
+
+TEST_CASE("large vectors travel out of line and arrive intact", "[rpc]") {
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  for (std::size_t n :
+       {std::size_t(4095), std::size_t(4096), std::size_t(100000), std::size_t(1) << 21}) {
+    std::vector<double> v(n);
+    for (std::size_t i = 0; i < n; ++i)
+      v[i] = static_cast<double>(i) * 0.5;
+    const std::vector<double> back = mpirpc::rpc_sync(to, reverse, v);
+    REQUIRE(back.size() == n);
+    CHECK(back.front() == v.back());
+    CHECK(back.back() == v.front());
+    CHECK(back[n / 2] == v[n - 1 - n / 2]);
+  }
+  const std::string big(300000, 'x');
+  CHECK(mpirpc::rpc_sync(to, concat, big, std::string("y")).size() == 300001);
+}
+
+TEST_CASE("void functions complete their future", "[rpc]") {
+  void_calls = 0;
+  {
+    mpirpc::runtime rt;
+    const int to = next_rank();
+    mpirpc::rpc_sync(to, touch);
+    mpirpc::future<void> f = mpirpc::rpc_async(to, touch);
+    f.wait();
+    CHECK(f.done());
+  }
+  // Every rank was called twice by its left neighbour; the runtime's shutdown waited for it.
+  CHECK(void_calls.load() == 2);
+}
+
+TEST_CASE("rpc_async returns at once and futures complete in any order", "[rpc]") {
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  std::vector<mpirpc::future<int>> futures;
+  for (int i = 0; i < 500; ++i)
+    futures.push_back(mpirpc::rpc_async(to, add, i, 1));
+  for (int i = 499; i >= 0; --i) {
+    CHECK(futures[static_cast<std::size_t>(i)].wait() == i + 1);
+  }
+  auto all = mpirpc::collect_all(futures).wait();
+  CHECK(all.size() == 500);
+  auto values = mpirpc::wait_all(futures);
+  CHECK(values[123] == 124);
+}
+
+TEST_CASE("then on an rpc future chains work", "[rpc]") {
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  auto f = mpirpc::rpc_async(to, add, 1, 2).then([](mpirpc::future<int> done) {
+    return done.value() * 10;
+  });
+  CHECK(f.wait() == 30);
+  // A continuation may issue another call; the result is flattened.
+  auto g = mpirpc::rpc_async(to, add, 1, 1).then([to](mpirpc::future<int> done) {
+    return mpirpc::rpc_async(to, add, done.value(), 100);
+  });
+  CHECK(g.wait() == 102);
+}
+
+TEST_CASE("calls from many threads at once all complete correctly", "[rpc]") {
+  mpirpc::runtime rt;
+  const int size = mpirpc_test::world_size();
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        const int to = (mpirpc_test::world_rank() + t + i) % size;
+        if (i % 2) {
+          if (mpirpc::rpc_sync(to, add, t, i) != t + i) wrong.fetch_add(1);
+        } else {
+          if (mpirpc::rpc_async(to, my_rank_plus, i).wait() != to + i) wrong.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  CHECK(wrong.load() == 0);
+}
+
+TEST_CASE("remote exceptions arrive as remote_error with worker, type and message", "[rpc]") {
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  try {
+    mpirpc::rpc_sync(to, throws_runtime, 1);
+    FAIL("no exception");
+  } catch (const mpirpc::remote_error& e) {
+    CHECK(e.origin_worker() == worker(to));
+    CHECK(e.remote_type() == "std::runtime_error");
+    CHECK(e.remote_message() == "runtime went wrong");
+    CHECK_THAT(e.what(), Catch::Contains(worker(to)) && Catch::Contains("std::runtime_error") &&
+                             Catch::Contains("runtime went wrong"));
+  }
+  try {
+    mpirpc::rpc_async(to, throws_custom, 5).wait();
+    FAIL("no exception");
+  } catch (const mpirpc::remote_error& e) {
+    CHECK_THAT(e.remote_type(), Catch::Contains("custom_error"));
+    CHECK(e.remote_message() == "custom 5");
+  }
+  try {
+    mpirpc::rpc_sync(to, throws_int, 0);
+    FAIL("no exception");
+  } catch (const mpirpc::remote_error& e) {
+    CHECK(e.remote_type() == "int");
+    CHECK_THAT(e.remote_message(), Catch::Contains("not derived from std::exception"));
+  }
+  try {
+    mpirpc::rpc_sync(to, throws_out_of_range, 0);
+    FAIL("no exception");
+  } catch (const mpirpc::remote_error& e) {
+    CHECK(e.remote_type() == "std::out_of_range");
+  }
+  // The callee is unharmed and keeps serving.
+  CHECK(mpirpc::rpc_sync(to, add, 1, 1) == 2);
+  // remote_error is an mpirpc::error.
+  CHECK_THROWS_AS(mpirpc::rpc_sync(to, throws_runtime, 0), mpirpc::error);
+}
+
+TEST_CASE("an unknown worker throws at the call site", "[rpc]") {
+  mpirpc::runtime rt;
+  CHECK_THROWS_AS(mpirpc::rpc_sync("nobody", add, 1, 2), mpirpc::unknown_worker_error);
+  CHECK_THROWS_WITH(mpirpc::rpc_async("nobody", add, 1, 2),
+                    Catch::Contains("no worker is named 'nobody'"));
+  CHECK_THROWS_WITH(mpirpc::rpc_sync(mpirpc_test::world_size(), add, 1, 2),
+                    Catch::Contains("no worker has rank"));
+  CHECK_THROWS_AS(mpirpc::rpc_sync(-1, add, 1, 2), mpirpc::unknown_worker_error);
+  CHECK_THROWS_AS(mpirpc::rpc_sync(mpirpc::worker_info{"worker0", 1}, add, 1, 2),
+                  mpirpc::unknown_worker_error);
+  CHECK_THROWS_AS(mpirpc::get_worker_info("nobody"), mpirpc::unknown_worker_error);
+}
+
+namespace {
+int never_registered(int x) {
+  return x;
+}
+} // namespace
+
+TEST_CASE("calling an unregistered function throws at the call site", "[rpc]") {
+  mpirpc::runtime rt;
+  CHECK_THROWS_AS(mpirpc::rpc_sync(0, never_registered, 1), mpirpc::unknown_function_error);
+  CHECK_THROWS_WITH(mpirpc::rpc_sync(0, never_registered, 1), Catch::Contains("MPIRPC_REGISTER"));
+}
+
+TEST_CASE("a per-call timeout fails the future with timeout_error", "[rpc]") {
+  // Only the caller's timeout matters here: rank 0 calls a function that sleeps.
+  mpirpc::runtime rt;
+  // (a sleeping handler is registered in runtime_mpi_test; here: timeout(0) means none)
+  const int to = next_rank();
+  CHECK(mpirpc::rpc_sync(to, add, 1, 2, mpirpc::timeout(std::chrono::seconds(0))) == 3);
+  CHECK(mpirpc::rpc_async(to, add, 2, 2, mpirpc::timeout(std::chrono::seconds(5))).wait() == 4);
+}
