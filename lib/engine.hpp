@@ -28,7 +28,9 @@ namespace mpirpc::detail {
 
 class engine {
 public:
-  engine(const options& opts, std::unique_ptr<transport> t, std::vector<worker_info> workers);
+  /// `spin_allowed`: whether pollers may spin while traffic flows (see options::busy_poll).
+  engine(const options& opts, std::unique_ptr<transport> t, std::vector<worker_info> workers,
+         bool spin_allowed);
   ~engine();
   engine(const engine&) = delete;
   engine& operator=(const engine&) = delete;
@@ -60,8 +62,12 @@ public:
 
   runtime_stats stats() const;
 
+  /// True on the engine's own background threads (handlers run there).
+  static bool on_engine_thread() noexcept;
+
 private:
   struct segment_stream;
+  class admission;
 
   void thread_main();
   bool follow();
@@ -93,6 +99,7 @@ private:
   std::vector<worker_info> _workers;
   std::unordered_map<std::string, int> _rank_of_name;
   int _rank;
+  const std::chrono::microseconds _spin_window; ///< zero: never spin
 
   pending_calls _pending;
 

@@ -28,7 +28,7 @@ public:
   std::uint64_t insert(pending_call call);
   /// Removes and returns the call, or nothing if the id is unknown (late or bogus reply).
   std::optional<pending_call> take(std::uint64_t id);
-  /// Removes and returns every call whose deadline is before `now`.
+  /// Removes and returns every call whose deadline is at or before `now`.
   std::vector<pending_call> take_expired(std::chrono::steady_clock::time_point now);
   std::vector<pending_call> take_all();
   std::size_t size() const noexcept { return _size.load(std::memory_order_relaxed); }

@@ -62,7 +62,7 @@ std::string registry::problems() const {
   std::lock_guard<std::mutex> lock(_mutex);
   std::string out;
   for (const auto& p : _problems)
-    out += p + "\n";
+    out += (out.empty() ? "" : "; ") + p;
   return out;
 }
 

@@ -32,7 +32,8 @@ public:
   static registry& instance();
 
   /// Adds a function. Conflicts (one name, two functions; two names with one hash) are
-  /// remembered and reported by problems(), so that static registration never throws.
+  /// remembered and reported by problems(), so that static registration never throws
+  /// (add() throws only while frozen, which static registration never is).
   void add(std::string_view name, raw_function fn, invoker_fn invoke);
 
   const function_entry* by_pointer(raw_function fn) const noexcept;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include <mpirpc/errors.hpp>
 #include <mpirpc/rpc.hpp>
@@ -74,6 +75,70 @@ void ensure_mpi() {
   }
 }
 
+/// How many ranks of `comm` share this node. Collective over `comm`.
+int ranks_on_this_node(MPI_Comm comm) {
+  MPI_Comm node = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node),
+            "MPI_Comm_split_type");
+  int local_ranks = 1;
+  const int rc = MPI_Comm_size(node, &local_ranks);
+  MPI_Comm_free(&node);
+  check_mpi(rc, "MPI_Comm_size");
+  return local_ranks;
+}
+
+/// Whether pollers may spin: by default unless this node runs more than two ranks of the
+/// communicator per core.
+bool spinning_allowed(busy_polling policy, int local_ranks) {
+  if (const char* env = std::getenv("MPIRPC_BUSY_POLL")) {
+    const std::string value(env);
+    if (value == "enabled") policy = busy_polling::enabled;
+    if (value == "disabled") policy = busy_polling::disabled;
+    if (value == "automatic") policy = busy_polling::automatic;
+  }
+  switch (policy) {
+  case busy_polling::enabled:
+    return true;
+  case busy_polling::disabled:
+    return false;
+  case busy_polling::automatic:
+    break;
+  }
+  // The node's cores, not this process's affinity mask: mpiexec binds each rank to a core of
+  // its own when there are enough. Spinning is bounded (it stops soon after traffic does), and
+  // measured with 3 and 4 ranks on 2 cores it still beat sleeping polls clearly; beyond two
+  // ranks per core it is not tried.
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  return cores > 0 && local_ranks <= 2 * cores;
+}
+
+/// Every rank's string, gathered on every rank. Collective over `comm`.
+std::vector<std::string> gather_strings(MPI_Comm comm, int size, const std::string& mine) {
+  std::vector<int> counts(static_cast<std::size_t>(size));
+  const int length = static_cast<int>(mine.size());
+  MPI_Request request;
+  check_mpi(MPI_Iallgather(&length, 1, MPI_INT, counts.data(), 1, MPI_INT, comm, &request),
+            "MPI_Iallgather");
+  wait_with_backoff(1, &request);
+  std::vector<int> offsets(static_cast<std::size_t>(size));
+  int total = 0;
+  for (std::size_t r = 0; r < counts.size(); ++r) {
+    offsets[r] = total;
+    total += counts[r];
+  }
+  std::string all(static_cast<std::size_t>(total), '\0');
+  check_mpi(MPI_Iallgatherv(mine.data(), length, MPI_CHAR, all.data(), counts.data(),
+                            offsets.data(), MPI_CHAR, comm, &request),
+            "MPI_Iallgatherv");
+  wait_with_backoff(1, &request);
+  std::vector<std::string> out;
+  for (std::size_t r = 0; r < counts.size(); ++r) {
+    out.push_back(
+        all.substr(static_cast<std::size_t>(offsets[r]), static_cast<std::size_t>(counts[r])));
+  }
+  return out;
+}
+
 bool valid_name(const std::string& name) {
   if (name.empty() || name.size() >= 128) return false;
   for (unsigned char c : name) {
@@ -82,66 +147,46 @@ bool valid_name(const std::string& name) {
   return true;
 }
 
-/// Gathers every rank's name and registry digest; every rank reaches the same verdict.
+/// Gathers every rank's name, registry digest and local start-up problems (bad options,
+/// conflicting registrations); every rank reaches the same verdict, so that a problem on one
+/// rank fails init_rpc on all of them instead of leaving the others waiting.
 std::vector<worker_info> agree_on_workers(transport& t, const std::string& name,
-                                          std::uint64_t digest, bool registry_ok) {
+                                          std::uint64_t digest, const std::string& problem) {
   const int size = t.size();
   MPI_Comm comm = t.collective_comm();
-  struct fixed {
-    std::uint64_t digest;
-    std::uint64_t registry_ok;
-    std::uint64_t name_length;
-  };
-  fixed mine{digest, registry_ok ? 1u : 0u, name.size()};
-  std::vector<fixed> all(static_cast<std::size_t>(size));
+  std::vector<std::uint64_t> digests(static_cast<std::size_t>(size));
   MPI_Request request;
-  check_mpi(MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, comm,
-                           &request),
-            "MPI_Iallgather");
+  check_mpi(
+      MPI_Iallgather(&digest, 1, MPI_UINT64_T, digests.data(), 1, MPI_UINT64_T, comm, &request),
+      "MPI_Iallgather");
   wait_with_backoff(1, &request);
-  std::vector<int> counts(static_cast<std::size_t>(size)), offsets(static_cast<std::size_t>(size));
-  int total = 0;
-  for (int r = 0; r < size; ++r) {
-    counts[static_cast<std::size_t>(r)] =
-        static_cast<int>(all[static_cast<std::size_t>(r)].name_length);
-    offsets[static_cast<std::size_t>(r)] = total;
-    total += counts[static_cast<std::size_t>(r)];
-  }
-  std::string names(static_cast<std::size_t>(total), '\0');
-  check_mpi(MPI_Iallgatherv(name.data(), static_cast<int>(name.size()), MPI_CHAR, names.data(),
-                            counts.data(), offsets.data(), MPI_CHAR, comm, &request),
-            "MPI_Iallgatherv");
-  wait_with_backoff(1, &request);
+  const std::vector<std::string> names = gather_strings(comm, size, name);
+  const std::vector<std::string> rank_problems = gather_strings(comm, size, problem);
 
   std::vector<worker_info> workers;
   std::string problems;
   std::map<std::string, int> seen;
   for (int r = 0; r < size; ++r) {
-    worker_info w{names.substr(static_cast<std::size_t>(offsets[static_cast<std::size_t>(r)]),
-                               static_cast<std::size_t>(counts[static_cast<std::size_t>(r)])),
-                  r};
-    if (!valid_name(w.name)) {
-      problems += "\n  rank " + std::to_string(r) + " has the invalid worker name '" + w.name +
+    const auto i = static_cast<std::size_t>(r);
+    if (!rank_problems[i].empty())
+      problems += "\n  rank " + std::to_string(r) + ": " + rank_problems[i];
+    if (!valid_name(names[i])) {
+      problems += "\n  rank " + std::to_string(r) + " has the invalid worker name '" + names[i] +
                   "' (1 to 127 letters, digits, '_', '-' or ':')";
     }
-    auto [it, inserted] = seen.emplace(w.name, r);
+    auto [it, inserted] = seen.emplace(names[i], r);
     if (!inserted) {
-      problems += "\n  the worker name '" + w.name + "' is used by ranks " +
+      problems += "\n  the worker name '" + names[i] + "' is used by ranks " +
                   std::to_string(it->second) + " and " + std::to_string(r);
     }
-    if (!all[static_cast<std::size_t>(r)].registry_ok) {
-      problems += "\n  rank " + std::to_string(r) + " has conflicting function registrations";
-    }
-    workers.push_back(std::move(w));
+    workers.push_back(worker_info{names[i], r});
   }
   if (!problems.empty()) throw init_error("mpirpc: init_rpc() failed:" + problems);
 
   if (t.rank() == 0) {
     std::string differ;
-    for (int r = 1; r < size; ++r) {
-      if (all[static_cast<std::size_t>(r)].digest != all[0].digest) {
-        differ += (differ.empty() ? "" : ", ") + workers[static_cast<std::size_t>(r)].name;
-      }
+    for (std::size_t r = 1; r < digests.size(); ++r) {
+      if (digests[r] != digests[0]) differ += (differ.empty() ? "" : ", ") + workers[r].name;
     }
     if (!differ.empty()) {
       std::fprintf(stderr,
@@ -233,28 +278,26 @@ void init_rpc(options opts) {
                      "process; call shutdown() first");
   }
   ensure_mpi();
-  if (opts.num_worker_threads < 1) {
-    throw init_error("mpirpc: options::num_worker_threads must be at least 1, not " +
-                     std::to_string(opts.num_worker_threads));
-  }
-  if (opts.rpc_timeout.count() < 0) {
-    throw init_error("mpirpc: options::rpc_timeout must not be negative");
-  }
-  if (opts.idle_poll_interval.count() < 1) {
-    opts.idle_poll_interval = std::chrono::microseconds(1);
-  }
   if (opts.comm == MPI_COMM_NULL) throw init_error("mpirpc: options::comm is MPI_COMM_NULL");
   auto t = std::make_unique<transport>(opts.comm);
-  if (opts.name.empty()) opts.name = "worker" + std::to_string(t->rank());
-  registry& reg = registry::instance();
-  const std::string problems = reg.problems();
-  if (!problems.empty()) {
-    std::fprintf(stderr, "mpirpc: conflicting function registrations on rank %d:\n%s", t->rank(),
-                 problems.c_str());
+  const int local_ranks = ranks_on_this_node(opts.comm);
+  // Problems found here are agreed on collectively below, so that every rank fails alike.
+  std::string problem;
+  if (opts.num_worker_threads < 1) {
+    problem += "options::num_worker_threads must be at least 1, not " +
+               std::to_string(opts.num_worker_threads) + "; ";
   }
-  std::vector<worker_info> workers =
-      agree_on_workers(*t, opts.name, reg.digest(), problems.empty());
-  g_engines.push_back(std::make_unique<engine>(opts, std::move(t), std::move(workers)));
+  if (opts.rpc_timeout.count() < 0) problem += "options::rpc_timeout must not be negative; ";
+  if (opts.idle_poll_interval.count() < 1) {
+    problem += "options::idle_poll_interval must be at least 1 microsecond; ";
+  }
+  registry& reg = registry::instance();
+  const std::string conflicts = reg.problems();
+  if (!conflicts.empty()) problem += "conflicting function registrations: " + conflicts;
+  if (opts.name.empty()) opts.name = "worker" + std::to_string(t->rank());
+  std::vector<worker_info> workers = agree_on_workers(*t, opts.name, reg.digest(), problem);
+  const bool spin = spinning_allowed(opts.busy_poll, local_ranks);
+  g_engines.push_back(std::make_unique<engine>(opts, std::move(t), std::move(workers), spin));
   engine* e = g_engines.back().get();
   reg.set_frozen(true);
   g_ever_started = true;
@@ -271,6 +314,12 @@ void init_rpc(std::string name, options opts) {
 
 void shutdown(bool graceful) {
   using namespace detail;
+  if (engine::on_engine_thread() || in_progress_callback()) {
+    // Quiescence would wait for this very handler, and stopping would join its thread.
+    throw shutdown_error("mpirpc: shutdown() cannot be called from a handler or from a "
+                         "continuation that runs on mpirpc's progress path; call it from an "
+                         "application thread");
+  }
   std::lock_guard<std::mutex> lock(g_lifecycle);
   engine* e = g_engine.load();
   if (!e) return;

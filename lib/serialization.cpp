@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The Boost.Serialization path of serialization.hpp.
 #include <deque>
+#include <memory>
 
 #include <mpirpc/serialization.hpp>
 
@@ -12,8 +13,29 @@ namespace mpirpc::detail {
 namespace {
 using packed_buffer = boost::mpi::packed_oarchive::buffer_type;
 
+/// A packed-archive buffer owned by a thread. Boost.MPI allocates it with MPI_Alloc_mem, and a
+/// thread may outlive MPI (the application's main thread, after MPI_Finalize): then the memory
+/// is left to the process's exit instead of being freed through a finalized MPI.
+class thread_buffer {
+public:
+  thread_buffer() : _buffer(new packed_buffer) {}
+  ~thread_buffer() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized) {
+      (void)_buffer.release(); // deliberately not freed: MPI_Free_mem is gone
+    }
+  }
+  thread_buffer(const thread_buffer&) = delete;
+  thread_buffer& operator=(const thread_buffer&) = delete;
+  packed_buffer& get() noexcept { return *_buffer; }
+
+private:
+  std::unique_ptr<packed_buffer> _buffer;
+};
+
 struct scratch_stack {
-  std::deque<packed_buffer> buffers;
+  std::deque<thread_buffer> buffers;
   std::size_t depth = 0;
 };
 scratch_stack& scratch() {
@@ -35,7 +57,7 @@ MPI_Comm pack_comm() {
 void boost_save_begin(packed_buffer*& out) {
   scratch_stack& s = scratch();
   if (s.depth == s.buffers.size()) s.buffers.emplace_back();
-  out = &s.buffers[s.depth++];
+  out = &s.buffers[s.depth++].get();
   out->clear();
 }
 
@@ -48,7 +70,8 @@ void boost_save_end(writer& w, packed_buffer& buffer, bool commit) {
 }
 
 boost::mpi::packed_iarchive::buffer_type& boost_load_buffer(reader& r) {
-  thread_local boost::mpi::packed_iarchive::buffer_type buffer;
+  thread_local thread_buffer holder;
+  boost::mpi::packed_iarchive::buffer_type& buffer = holder.get();
   const auto n = r.read_plain<std::uint64_t>();
   if (n > r.remaining()) r.fail("archive of " + std::to_string(n) + " bytes exceeds the message");
   const char* p = r.skip(static_cast<std::size_t>(n));

@@ -55,7 +55,7 @@ static_assert(sizeof(header) == 40, "wire header layout changed");
 constexpr std::size_t max_chunk = std::size_t(1) << 30;
 
 /// Checks a received control message; returns an empty string when it is well formed, else
-/// what is wrong with it. `expected_kind_tag` is the tag it arrived with.
+/// what is wrong with it. `tag` is the tag it arrived with.
 std::string validate(const char* data, std::size_t size, int tag, header& out);
 
 } // namespace mpirpc::detail::wire

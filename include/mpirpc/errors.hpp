@@ -13,7 +13,8 @@ public:
   using std::runtime_error::runtime_error;
 };
 
-/// A function executed on a remote worker threw. Carries the worker it ran on, the dynamic
+/// A function executed on a remote worker threw. Carries the worker where the exception was
+/// first raised (for a nested call that failed and was not caught, the innermost one), the dynamic
 /// type name of what was thrown (demangled) and its `what()` text.
 class remote_error : public error {
 public:

@@ -31,7 +31,7 @@ namespace mpirpc {
 
 /// Registers `fn` under `name`. Thread: call before init_rpc (static registration does).
 /// Registering the same function twice under one name is harmless; two different functions
-/// under one name make init_rpc fail with init_error naming it.
+/// under one name make init_rpc fail with init_error (on every rank) naming it.
 template <class R, class... P> void register_function(std::string_view name, R (*fn)(P...)) {
   detail::check_function_signature<R, P...>();
   detail::register_raw_function(name, reinterpret_cast<detail::raw_function>(fn),

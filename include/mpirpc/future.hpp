@@ -10,7 +10,8 @@
 //  - otherwise on the thread that completes the future. For a future returned by rpc_async()
 //    that is one of mpirpc's progress threads or an application thread that is waiting on a
 //    future and polling for replies meanwhile; for a future completed by set_result() it is
-//    the thread that called set_result().
+//    the thread that called set_result(); for a call abandoned by shutdown it is the thread
+//    that called shutdown().
 // Continuations that run on the progress path must not block: wait() on an incomplete future
 // there throws future_error naming the fix (chain with then() instead). Calling rpc_async()
 // from a continuation is fine.
@@ -112,9 +113,14 @@ public:
   template <class F> void add_done_callback(F&& callback) const {
     static_assert(std::is_invocable_v<F&, future<T>>,
                   "mpirpc: add_done_callback(f) needs f callable as f(mpirpc::future<T>)");
-    _state->add_callback([self = *this, cb = std::forward<F>(callback)]() mutable {
+    // The callback holds the state weakly: a future that never completes must not keep
+    // itself alive through its own callback list. Whoever completes it holds it.
+    _state->add_callback([weak = std::weak_ptr<detail::future_state<T>>(_state),
+                          cb = std::forward<F>(callback)]() mutable {
+      auto strong = weak.lock();
+      if (!strong) return;
       try {
-        cb(self);
+        cb(future<T>(std::move(strong)));
       } catch (...) {
         report_callback_exception(std::current_exception());
       }
@@ -131,7 +137,11 @@ public:
     using raw_result = std::invoke_result_t<F&, future<T>>;
     using result_type = detail::unwrap_future_t<raw_result>;
     future<result_type> next;
-    _state->add_callback([self = *this, next, cb = std::forward<F>(callback)]() mutable {
+    _state->add_callback([weak = std::weak_ptr<detail::future_state<T>>(_state), next,
+                          cb = std::forward<F>(callback)]() mutable {
+      auto strong = weak.lock();
+      if (!strong) return;
+      const future<T> self(std::move(strong));
       try {
         if constexpr (detail::is_future_v<raw_result>) {
           raw_result inner = cb(self);
@@ -223,26 +233,18 @@ template <class T> future<std::vector<future<T>>> collect_all(std::vector<future
   return all;
 }
 
-/// Waits for every future, then returns their values in order; if any failed, rethrows the
-/// first error in list order after all have completed (torch.futures.wait_all).
+/// Waits for the futures in list order and returns their values; the first failed future met
+/// in that order rethrows its error at once, without waiting for the rest
+/// (torch.futures.wait_all).
 template <class T> auto wait_all(const std::vector<future<T>>& futures) {
-  for (const auto& f : futures) {
-    try {
-      f.wait();
-    } catch (const future_error&) {
-      throw;
-    } catch (...) {
-      // Errors are rethrown below, after every future has completed.
-    }
-  }
   if constexpr (std::is_void_v<T>) {
     for (const auto& f : futures)
-      f.value();
+      f.wait();
   } else {
     std::vector<T> values;
     values.reserve(futures.size());
     for (const auto& f : futures)
-      values.push_back(f.value());
+      values.push_back(f.wait());
     return values;
   }
 }

@@ -14,10 +14,11 @@
 // see serialization.hpp, is streamed from the caller's storage before rpc_async returns).
 // rpc_sync waits like future::wait().
 //
-// Errors: unknown_worker_error / unknown_function_error (function not registered here) and
-// shutdown_error (runtime not running) are thrown at the call site. Everything that happens
-// after the request left arrives through the future: remote_error (the remote function threw;
-// carries the worker, type name and message), unknown_function_error (the callee lacks the
+// Errors: unknown_worker_error / unknown_function_error (function not registered here),
+// shutdown_error (runtime not running), serialization_error (an argument could not be
+// serialized, or the message is too large) and mpi_error are thrown at the call site. Everything
+// that happens after the request left arrives through the future: remote_error (the remote function
+// threw; carries the worker, type name and message), unknown_function_error (the callee lacks the
 // function), serialization_error, timeout_error, shutdown_error.
 //
 // A function whose result type is mpirpc::future<T> is executed asynchronously on the callee:
@@ -38,7 +39,8 @@
 namespace mpirpc {
 
 /// A per-call timeout, passed as the last argument of rpc_sync / rpc_async. Zero means no
-/// timeout; without one the runtime's default (options::rpc_timeout) applies.
+/// timeout; a negative value, like no timeout argument at all, means the runtime's default
+/// (options::rpc_timeout).
 struct timeout {
   explicit timeout(std::chrono::duration<double> d) : seconds(d.count()) {}
   double seconds;
@@ -116,6 +118,8 @@ template <class P, class Arg> void save_argument(writer& w, Arg&& arg) {
     codec<V>::save(w, arg);
   } else {
     const V converted(std::forward<Arg>(arg));
+    // `converted` dies before the message is sent: nothing of it may travel out of line.
+    const writer::inline_only guard(w);
     codec<V>::save(w, converted);
   }
 }
@@ -185,7 +189,8 @@ template <class Fn, class... Args> auto rpc_sync(const destination& to, Fn fn, A
   if constexpr (std::is_void_v<T>) {
     return;
   } else {
-    // This handle is the only one left: take the value instead of copying it.
+    // No other handle reads this state any more (the runtime's own reference only completes
+    // it): take the value instead of copying it.
     return T(std::move(detail::state_of(f)->stored_value()));
   }
 }

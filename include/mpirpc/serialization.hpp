@@ -21,6 +21,7 @@
 // same architecture (homogeneous MPI), so byte copies are exact.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -113,6 +114,9 @@ namespace detail {
 class segment_source {
 public:
   virtual ~segment_source() = default;
+  /// Size of the next out-of-line buffer; throws serialization_error if there is none.
+  /// Checked before memory is reserved for it.
+  virtual std::size_t next_segment_size() const = 0;
   /// Receives the next out-of-line buffer, which must be exactly `bytes` long, into `dst`.
   virtual void receive_segment(void* dst, std::size_t bytes) = 0;
 };
@@ -146,6 +150,20 @@ public:
     }
   }
   std::vector<char>& buffer() { return _out; }
+
+  /// Writes every buffer inline while the guard lives: for values whose storage will not
+  /// outlive the send, such as a temporary made by converting an argument.
+  class inline_only {
+  public:
+    explicit inline_only(writer& w) : _w(w), _saved(w._segments) { w._segments = nullptr; }
+    ~inline_only() { _w._segments = _saved; }
+    inline_only(const inline_only&) = delete;
+    inline_only& operator=(const inline_only&) = delete;
+
+  private:
+    writer& _w;
+    std::vector<segment>* _saved;
+  };
 
   static constexpr std::uint64_t out_of_line_bit = std::uint64_t(1) << 63;
 
@@ -191,6 +209,10 @@ public:
     }
     if (out_of_line) {
       if (!_segments) fail("out-of-line buffer where none may be");
+      if (_segments->next_segment_size() != n) {
+        fail("out-of-line buffer of " + std::to_string(n) + " bytes announced, but the next one " +
+             "carries " + std::to_string(_segments->next_segment_size()));
+      }
       void* dst = prepare(static_cast<std::size_t>(n));
       _segments->receive_segment(dst, static_cast<std::size_t>(n));
     } else {
@@ -204,7 +226,9 @@ public:
   /// least `min_wire_size` bytes).
   std::size_t read_count(std::size_t min_wire_size) {
     const std::uint64_t n = read_plain<std::uint64_t>();
-    if (min_wire_size > 0 && n > remaining() / min_wire_size) {
+    // Elements that may take no bytes at all are still bounded by the bytes left, so that a
+    // forged count can neither reserve huge memory nor spin through empty elements.
+    if (n > remaining() / std::max<std::size_t>(min_wire_size, 1)) {
       fail("element count " + std::to_string(n) + " exceeds the message");
     }
     if (n > (std::uint64_t(1) << 40)) fail("element count " + std::to_string(n) + " too large");
@@ -298,7 +322,7 @@ struct codec<std::vector<T, A>, std::enable_if_t<is_serializable<T>::value>> {
 template <class T, std::size_t N>
 struct codec<std::array<T, N>,
              std::enable_if_t<!is_plain_v<std::array<T, N>> && is_serializable<T>::value>> {
-  static constexpr std::size_t min_wire_size = 0;
+  static constexpr std::size_t min_wire_size = N * codec<T>::min_wire_size;
   static void save(writer& w, const std::array<T, N>& a) {
     for (const auto& e : a)
       codec<T>::save(w, e);
@@ -313,7 +337,7 @@ template <class A, class B>
 struct codec<std::pair<A, B>,
              std::enable_if_t<!is_plain_v<std::pair<A, B>> && is_serializable<A>::value &&
                               is_serializable<B>::value>> {
-  static constexpr std::size_t min_wire_size = 0;
+  static constexpr std::size_t min_wire_size = codec<A>::min_wire_size + codec<B>::min_wire_size;
   static void save(writer& w, const std::pair<A, B>& p) {
     codec<A>::save(w, p.first);
     codec<B>::save(w, p.second);
@@ -327,7 +351,7 @@ struct codec<std::pair<A, B>,
 template <class... Ts>
 struct codec<std::tuple<Ts...>, std::enable_if_t<!is_plain_v<std::tuple<Ts...>> &&
                                                  (is_serializable<Ts>::value && ...)>> {
-  static constexpr std::size_t min_wire_size = 0;
+  static constexpr std::size_t min_wire_size = (std::size_t(0) + ... + codec<Ts>::min_wire_size);
   static void save(writer& w, const std::tuple<Ts...>& t) {
     std::apply([&](const auto&... e) { (codec<std::decay_t<decltype(e)>>::save(w, e), ...); }, t);
   }
