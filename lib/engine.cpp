@@ -643,7 +643,7 @@ bool engine::follow() {
       _standby_deep.store(true, std::memory_order_seq_cst);
       // Bounded: a wake-up lost to a race costs at most this long.
       if (_leader_idle.load(std::memory_order_seq_cst)) {
-        _standby_cv.wait_for(lock, std::chrono::milliseconds(50));
+        _standby_cv.wait_for(lock, std::chrono::milliseconds(200));
       }
       _standby_deep.store(false, std::memory_order_relaxed);
     } else {
