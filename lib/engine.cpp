@@ -30,6 +30,8 @@ constexpr auto spin_window = std::chrono::microseconds(200);
 constexpr auto busy_poll_interval = std::chrono::microseconds(200);
 /// Longest sleep of a thread waiting for a reply between its polls.
 constexpr auto waiter_max_sleep = std::chrono::microseconds(1000);
+/// A rank that sent a request within this window does not count as deeply idle.
+constexpr auto recent_call_window = std::chrono::milliseconds(50);
 /// Shortest sleep between polls.
 constexpr auto min_sleep = std::chrono::microseconds(2);
 
@@ -59,7 +61,7 @@ void use_fine_timer_slack() noexcept {
 #endif
 }
 /// How often the standby thread checks that the leader still polls.
-constexpr auto promote_interval = std::chrono::microseconds(1000);
+constexpr auto promote_interval = std::chrono::microseconds(5000);
 /// How often the pending table is scanned for expired calls.
 constexpr auto timeout_scan_interval = std::chrono::milliseconds(1);
 
@@ -306,6 +308,7 @@ void engine::send_request(const destination& to, raw_function fn, request_buffer
   call.function_id = entry->id;
   call.dest = dest;
   call.start = clock::now();
+  _last_call_ns.store(call.start.time_since_epoch().count(), std::memory_order_relaxed);
   call.deadline = timeout_s > 0 ? call.start + std::chrono::duration_cast<clock::duration>(
                                                    std::chrono::duration<double>(timeout_s))
                                 : clock::time_point::max();
@@ -318,7 +321,11 @@ void engine::send_request(const destination& to, raw_function fn, request_buffer
     throw;
   }
   _requests_sent.fetch_add(1, std::memory_order_relaxed);
-  if (_leader_idle.load(std::memory_order_relaxed)) _leader_cv.notify_one();
+  // Wake a deeply idle leader so that the reply is noticed soon even if nobody waits for it;
+  // only the first call after idleness pays for the wake-up.
+  if (_leader_idle.load(std::memory_order_relaxed) && _leader_idle.exchange(false)) {
+    _leader_cv.notify_one();
+  }
 }
 
 namespace {
@@ -672,7 +679,12 @@ void engine::lead() {
   while (!_stop_threads.load(std::memory_order_acquire)) {
     bool got = false;
     try {
-      got = _transport->try_receive(MPI_ANY_TAG, message);
+      // While a thread waits, it polls for replies itself; the leader then looks only for
+      // requests, so that the two do not race for the same replies (and the leader, seeing
+      // no traffic of its own, sleeps instead of stealing the core a waiter spins on).
+      const int tag =
+          _waiters.load(std::memory_order_relaxed) > 0 ? wire::tag_request : MPI_ANY_TAG;
+      got = _transport->try_receive(tag, message);
     } catch (const std::exception& e) {
       log(std::string("polling failed: ") + e.what());
     }
@@ -690,15 +702,23 @@ void engine::lead() {
     const auto now = clock::now();
     const auto idle_for = now - last_activity;
     if (idle_for < _spin_window && _spinning_waiters.load(std::memory_order_relaxed) == 0) {
-      for (int i = 0; i < 16; ++i)
-        cpu_relax();
+      cpu_relax(); // one pause: on recent x86 it alone takes ~100 cycles
       continue;
     }
-    const bool calls_out = _pending.size() > 0 || _held_replies.load() > 0;
+    // Replies need the leader only when no thread waits (a waiter polls for them itself); a
+    // leader that wakes often for nothing steals the core of the threads that spin.
+    const bool calls_out = (_pending.size() > 0 && _waiters.load(std::memory_order_relaxed) == 0) ||
+                           _held_replies.load() > 0;
     const auto cap =
         calls_out ? std::min(busy_poll_interval, _idle_poll_interval) : _idle_poll_interval;
     const auto sleep = paced_sleep(idle_for, cap);
-    const bool idle = !calls_out && sleep >= cap;
+    // Deeply idle only if this rank has not called out lately either: between the calls of a
+    // busy caller the pending table is empty for a moment, and flagging idleness then would
+    // make every next call pay for a wake-up.
+    const bool called_lately =
+        now.time_since_epoch().count() - _last_call_ns.load(std::memory_order_relaxed) <
+        std::chrono::duration_cast<clock::duration>(recent_call_window).count();
+    const bool idle = !calls_out && !called_lately && sleep >= cap;
     _leader_idle.store(idle, std::memory_order_seq_cst);
     std::unique_lock<std::mutex> lock(_leader_sleep_mutex);
     _leader_cv.wait_for(lock, sleep);
@@ -717,13 +737,15 @@ void engine::wait(future_state_base& state) {
   const auto start = clock::now();
   bool spinning = _spin_window.count() > 0;
   if (spinning) _spinning_waiters.fetch_add(1, std::memory_order_relaxed);
-  struct spin_guard {
-    std::atomic<int>& n;
+  _waiters.fetch_add(1, std::memory_order_relaxed);
+  struct waiter_guard {
+    engine& e;
     bool& spinning;
-    ~spin_guard() {
-      if (spinning) n.fetch_sub(1, std::memory_order_relaxed);
+    ~waiter_guard() {
+      if (spinning) e._spinning_waiters.fetch_sub(1, std::memory_order_relaxed);
+      e._waiters.fetch_sub(1, std::memory_order_relaxed);
     }
-  } guard{_spinning_waiters, spinning};
+  } guard{*this, spinning};
   while (!state.done()) {
     {
       const admission admitted(*this);
@@ -737,8 +759,7 @@ void engine::wait(future_state_base& state) {
     const auto now = clock::now();
     if (spinning) {
       if (now - start < _spin_window) {
-        for (int i = 0; i < 16; ++i)
-          cpu_relax();
+        cpu_relax();
         continue;
       }
       spinning = false;

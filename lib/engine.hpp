@@ -128,6 +128,7 @@ private:
   std::mutex _poll_mutex; ///< held by the thread that polls MPI for any message
   std::atomic<std::uint64_t> _dispatch_seq{0};
   std::atomic<bool> _leader_idle{false};
+  std::atomic<std::int64_t> _last_call_ns{0}; ///< when this rank last sent a request
   std::mutex _leader_sleep_mutex;
   std::condition_variable _leader_cv;
   std::mutex _follow_mutex;
@@ -136,6 +137,7 @@ private:
   bool _has_standby = false;
   std::atomic<bool> _standby_deep{false};
   std::atomic<int> _spinning_waiters{0};
+  std::atomic<int> _waiters{0}; ///< threads in wait(), each polling for replies itself
 
   // timeouts
   std::atomic<std::int64_t> _next_timeout_check_ns{0};
