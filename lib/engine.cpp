@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <sstream>
 
 #if defined(__linux__)
@@ -272,12 +273,15 @@ void engine::send_message(int dest, int tag, std::vector<char>& buffer, wire::ki
 }
 
 /// Admits a thread into the send path unless the engine is stopping; stop() waits until every
-/// admitted thread has left before it frees the communicators.
+/// admitted thread has left before it frees the communicators. With `engine_threads_pass`, the
+/// engine's own threads are admitted even while it stops: stop() joins them before it frees
+/// the communicators, so the replies of handlers still running are not lost.
 class engine::admission {
 public:
-  explicit admission(engine& e) : _e(e) {
+  explicit admission(engine& e, bool engine_threads_pass = false) : _e(e) {
     _e._callers_inside.fetch_add(1, std::memory_order_seq_cst);
-    _admitted = _e._accepting.load(std::memory_order_seq_cst);
+    _admitted = _e._accepting.load(std::memory_order_seq_cst) ||
+                (engine_threads_pass && on_engine_thread());
   }
   ~admission() { _e._callers_inside.fetch_sub(1, std::memory_order_seq_cst); }
   admission(const admission&) = delete;
@@ -323,8 +327,9 @@ void engine::send_request(const destination& to, raw_function fn, request_buffer
   _requests_sent.fetch_add(1, std::memory_order_relaxed);
   // Wake a deeply idle leader so that the reply is noticed soon even if nobody waits for it;
   // only the first call after idleness pays for the wake-up.
-  if (_leader_idle.load(std::memory_order_relaxed) && _leader_idle.exchange(false)) {
-    _leader_cv.notify_one();
+  if (_leader_idle.load(std::memory_order_relaxed)) {
+    std::lock_guard<std::mutex> lock(_leader_sleep_mutex); // no lost wake-up
+    if (_leader_idle.exchange(false)) _leader_cv.notify_one();
   }
 }
 
@@ -342,7 +347,7 @@ struct hold_release {
 
 void engine::send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
   const hold_release release{token, _held_replies};
-  const admission admitted(*this);
+  const admission admitted(*this, true);
   if (!admitted) return; // a late reply of an async handler after shutdown
   std::vector<char>& buffer = reply_buffer();
   std::vector<segment> segments;
@@ -377,7 +382,7 @@ void engine::send_reply_value(reply_token& token, save_fn save, const void* valu
 
 void engine::send_reply_error(reply_token& token, std::exception_ptr error) noexcept {
   const hold_release release{token, _held_replies};
-  const admission admitted(*this);
+  const admission admitted(*this, true);
   if (!admitted) return;
   const exception_description d = describe_exception(error);
   send_error_reply(token.source, token.call_id, token.function_id, d.code, d.type, d.message,
@@ -483,6 +488,12 @@ void engine::handle_request(incoming& message, const wire::header& h, const char
     segment_stream(*_transport, message.source, h.data_tag, table, h.segment_count).drain();
     send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::unknown_function,
                      "mpirpc::unknown_function_error", "no such function", self().name);
+    return;
+  }
+  if (!_accepting.load(std::memory_order_seq_cst)) { // a non-graceful stop is under way
+    segment_stream(*_transport, message.source, h.data_tag, table, h.segment_count).drain();
+    send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::shutting_down,
+                     "mpirpc::shutdown_error", self().name + " is shutting down", self().name);
     return;
   }
   if (!try_take_slot()) {
@@ -719,9 +730,13 @@ void engine::lead() {
         now.time_since_epoch().count() - _last_call_ns.load(std::memory_order_relaxed) <
         std::chrono::duration_cast<clock::duration>(recent_call_window).count();
     const bool idle = !calls_out && !called_lately && sleep >= cap;
-    _leader_idle.store(idle, std::memory_order_seq_cst);
     std::unique_lock<std::mutex> lock(_leader_sleep_mutex);
-    _leader_cv.wait_for(lock, sleep);
+    _leader_idle.store(idle, std::memory_order_seq_cst);
+    if (idle) {
+      _leader_cv.wait_for(lock, sleep, [&] { return !_leader_idle.load(); });
+    } else {
+      _leader_cv.wait_for(lock, sleep);
+    }
   }
   _leader_idle.store(false, std::memory_order_relaxed);
   _poll_mutex.unlock();
@@ -816,6 +831,8 @@ void engine::stop(const std::string& reason) {
   for (const incoming& m : unserved) {
     wire::header h;
     std::memcpy(&h, m.bytes.data(), sizeof h);
+    const char* table = m.bytes.data() + sizeof(wire::header) + h.payload_size;
+    segment_stream(*_transport, m.source, h.data_tag, table, h.segment_count).drain();
     send_error_reply(m.source, h.call_id, h.function_id, wire::error_code::shutting_down,
                      "mpirpc::shutdown_error", self().name + " shut down before serving the call",
                      self().name);
@@ -823,6 +840,7 @@ void engine::stop(const std::string& reason) {
   // Fail what is still outstanding first: a handler blocked waiting on one of these calls
   // must return before its thread can be joined.
   std::vector<pending_call> orphans = _pending.take_all();
+  const progress_callback_scope scope; // their continuations must neither wait nor shut down
   for (pending_call& call : orphans) {
     call.sink->on_error(std::make_exception_ptr(shutdown_error(
         "mpirpc: call to '" + function_name(call.function_id) + "' on " +

@@ -2,6 +2,7 @@
 // The table of calls that await a reply, keyed by call id. Internal.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>

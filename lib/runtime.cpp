@@ -95,6 +95,12 @@ bool spinning_allowed(busy_polling policy, int local_ranks) {
     if (value == "enabled") policy = busy_polling::enabled;
     if (value == "disabled") policy = busy_polling::disabled;
     if (value == "automatic") policy = busy_polling::automatic;
+    if (value != "enabled" && value != "disabled" && value != "automatic") {
+      std::fprintf(stderr,
+                   "mpirpc: warning: ignoring MPIRPC_BUSY_POLL=%s (use automatic, enabled or "
+                   "disabled)\n",
+                   env);
+    }
   }
   switch (policy) {
   case busy_polling::enabled:
@@ -272,6 +278,10 @@ progress_callback_scope::~progress_callback_scope() {
 
 void init_rpc(options opts) {
   using namespace detail;
+  if (engine::on_engine_thread() || in_progress_callback()) {
+    throw init_error("mpirpc: init_rpc() cannot be called from a handler or from a continuation "
+                     "that runs on mpirpc's progress path");
+  }
   std::lock_guard<std::mutex> lock(g_lifecycle);
   if (g_engine.load()) {
     throw init_error("mpirpc: init_rpc() called while the runtime is already running on this "
@@ -361,22 +371,28 @@ runtime_stats stats() {
 
 runtime::runtime(options opts) {
   init_rpc(std::move(opts));
+  _session = detail::g_engine.load();
 }
 
 runtime::runtime(std::string name, options opts) {
   init_rpc(std::move(name), std::move(opts));
+  _session = detail::g_engine.load();
 }
 
 runtime::~runtime() {
   try {
-    mpirpc::shutdown(true);
+    shutdown(true);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mpirpc: shutdown in ~runtime failed: %s\n", e.what());
   }
 }
 
 void runtime::shutdown(bool graceful) {
-  mpirpc::shutdown(graceful);
+  // Only the session this object started: after an explicit shutdown the application may have
+  // started another one, which is not this object's to stop.
+  const void* session = _session;
+  _session = nullptr;
+  if (session && detail::g_engine.load() == session) mpirpc::shutdown(graceful);
 }
 
 } // namespace mpirpc

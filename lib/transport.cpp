@@ -85,11 +85,7 @@ constexpr std::size_t eager_limit = 4096;
 
 void transport::send(int dest, int tag, const char* data, std::size_t size,
                      const std::vector<segment>& segments, std::uint32_t data_tag) {
-  if (size > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
-    throw serialization_error("mpirpc: a call's inline payload of " + std::to_string(size) +
-                              " bytes exceeds MPI's limit; pass large data as std::vector or "
-                              "std::string so that it travels out of line");
-  }
+  // engine::send_message has checked that size fits MPI's int count.
   if (size <= eager_limit && segments.empty()) {
     check_mpi(MPI_Send(data, static_cast<int>(size), MPI_BYTE, dest, tag, _ctrl), "MPI_Send");
     return;

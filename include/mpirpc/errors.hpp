@@ -19,11 +19,12 @@ public:
 class remote_error : public error {
 public:
   remote_error(std::string origin_worker, std::string remote_type, std::string remote_message);
-  /// Name of the worker whose handler threw.
+  /// Name of the worker where the exception was first raised.
   const std::string& origin_worker() const noexcept { return _origin_worker; }
   /// Demangled dynamic type of the thrown object, e.g. "std::out_of_range".
   const std::string& remote_type() const noexcept { return _remote_type; }
-  /// The thrown object's what() (empty for non-std::exception throws).
+  /// The thrown object's what(); for a thrown value not derived from std::exception, its text
+  /// (a C string or std::string) or a note naming its type.
   const std::string& remote_message() const noexcept { return _remote_message; }
 
 private:
@@ -51,8 +52,9 @@ public:
   using error::error;
 };
 
-/// The runtime is not running: a call before init_rpc, during or after shutdown, or a future
-/// that was abandoned by a non-graceful shutdown.
+/// The runtime is not running or is stopping: a call before init_rpc or after shutdown, a call
+/// abandoned or refused because this rank or the callee shut down, or shutdown() called from a
+/// handler or continuation.
 class shutdown_error : public error {
 public:
   using error::error;

@@ -15,9 +15,10 @@
 // another thread takes over polling if the handler runs long (leader/followers). At most
 // num_worker_threads handlers run at once; further requests wait in a queue. Between polls a
 // thread sleeps as briefly as the OS allows while traffic flowed within the last millisecond,
-// then for a quarter of the idle time beyond that (at most options::idle_poll_interval, or
-// 200 us while calls are out), so an idle rank keeps no core busy; where options::busy_poll
-// allows, it spins instead of sleeping for the first 200 us after traffic.
+// then for a quarter of the idle time beyond that (at most options::idle_poll_interval; 200 us
+// while replies are owed and no thread waits for one; 1 ms for a waiting thread), so an idle
+// rank keeps no core busy; where options::busy_poll allows, it spins instead of sleeping for
+// the first 200 us after traffic.
 //
 // shutdown() is collective and graceful by default: it returns on every rank only once no
 // call is in flight anywhere, serving requests while it waits.
@@ -77,8 +78,9 @@ struct runtime_stats {
 };
 
 /// Starts the runtime on this rank. Collective over options.comm.
-/// Throws init_error (already running, MPI without MPI_THREAD_MULTIPLE, duplicate or invalid
-/// names, conflicting registrations), mpi_error.
+/// Throws init_error (already running, called from a handler or continuation, MPI finalized or
+/// without MPI_THREAD_MULTIPLE, options::comm null, and, on every rank alike: duplicate or
+/// invalid names, invalid options, conflicting registrations), mpi_error.
 void init_rpc(options opts = {});
 /// torch's spelling: init_rpc("worker1", opts).
 void init_rpc(std::string name, options opts = {});
@@ -114,8 +116,12 @@ public:
   runtime(const runtime&) = delete;
   runtime& operator=(const runtime&) = delete;
 
-  /// Shuts down now (collective); the destructor then does nothing.
+  /// Shuts down the session this object started, now (collective); the destructor then does
+  /// nothing. Neither touches a later session started after this one was shut down.
   void shutdown(bool graceful = true);
+
+private:
+  const void* _session = nullptr;
 };
 
 } // namespace mpirpc

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -243,4 +244,22 @@ TEST_CASE("a new session after shutdown works", "[runtime]") {
     rt.shutdown();
     CHECK_FALSE(mpirpc::is_running());
   }
+}
+
+TEST_CASE("a runtime object stops only the session it started", "[runtime]") {
+  auto first = std::make_unique<mpirpc::runtime>();
+  first->shutdown();
+  CHECK_FALSE(mpirpc::is_running());
+  mpirpc::init_rpc(); // a later session, not first's
+  first.reset();      // ~runtime: its own session is gone, so it must leave this one alone
+  CHECK(mpirpc::is_running());
+  CHECK(mpirpc::get_worker_info().name == "worker0");
+  mpirpc::shutdown();
+  CHECK_FALSE(mpirpc::is_running());
+}
+
+TEST_CASE("init_rpc and shutdown are refused inside a progress-path continuation", "[runtime]") {
+  mpirpc::detail::progress_callback_scope scope;
+  CHECK_THROWS_WITH(mpirpc::init_rpc(), Catch::Contains("cannot be called from a handler"));
+  CHECK_THROWS_WITH(mpirpc::shutdown(), Catch::Contains("cannot be called from a handler"));
 }
