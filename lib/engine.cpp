@@ -22,11 +22,6 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
-/// How long a poller (leader or waiter) spins after its last message before it sleeps, where
-/// spinning is allowed at all (see options::busy_poll). Measured on 2 cores with 3 and 4
-/// ranks (W4, W5, W6): 200 us beat 5, 20 and 50 us and sleeping-only polls (W4 11 us against
-/// 100 us), because a window this short ends soon after traffic stops.
-constexpr auto spin_window = std::chrono::microseconds(200);
 /// Longest leader sleep while calls of this rank await replies.
 constexpr auto busy_poll_interval = std::chrono::microseconds(200);
 /// Longest sleep of a thread waiting for a reply between its polls.

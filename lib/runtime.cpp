@@ -14,6 +14,7 @@
 #include <mpirpc/errors.hpp>
 #include <mpirpc/rpc.hpp>
 
+#include "backoff.hpp"
 #include "engine.hpp"
 #include "errors_internal.hpp"
 #include "registry.hpp"
@@ -289,8 +290,10 @@ void init_rpc(options opts) {
   }
   ensure_mpi();
   if (opts.comm == MPI_COMM_NULL) throw init_error("mpirpc: options::comm is MPI_COMM_NULL");
-  auto t = std::make_unique<transport>(opts.comm);
   const int local_ranks = ranks_on_this_node(opts.comm);
+  const bool spin = spinning_allowed(opts.busy_poll, local_ranks);
+  auto t =
+      std::make_unique<transport>(opts.comm, spin ? spin_window : std::chrono::microseconds(0));
   // Problems found here are agreed on collectively below, so that every rank fails alike.
   std::string problem;
   if (opts.num_worker_threads < 1) {
@@ -306,7 +309,6 @@ void init_rpc(options opts) {
   if (!conflicts.empty()) problem += "conflicting function registrations: " + conflicts;
   if (opts.name.empty()) opts.name = "worker" + std::to_string(t->rank());
   std::vector<worker_info> workers = agree_on_workers(*t, opts.name, reg.digest(), problem);
-  const bool spin = spinning_allowed(opts.busy_poll, local_ranks);
   g_engines.push_back(std::make_unique<engine>(opts, std::move(t), std::move(workers), spin));
   engine* e = g_engines.back().get();
   reg.set_frozen(true);

@@ -21,13 +21,21 @@ void check_mpi(int rc, const char* call) {
   throw mpi_error(call, rc, std::string(text, static_cast<std::size_t>(len)));
 }
 
-void wait_with_backoff(int count, MPI_Request* requests) {
-  backoff wait(std::chrono::microseconds(20), std::chrono::microseconds(1000));
+void wait_with_backoff(int count, MPI_Request* requests, std::chrono::microseconds spin_for) {
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
   for (;;) {
     int done = 0;
     check_mpi(MPI_Testall(count, requests, &done, MPI_STATUSES_IGNORE), "MPI_Testall");
     if (done) return;
-    wait.pause();
+    const auto waited = clock::now() - start;
+    if (waited < spin_for) {
+      cpu_relax();
+      continue;
+    }
+    const auto quarter = std::chrono::duration_cast<std::chrono::microseconds>(waited / 4);
+    std::this_thread::sleep_for(
+        std::clamp(quarter, std::chrono::microseconds(2), std::chrono::microseconds(1000)));
   }
 }
 
@@ -40,7 +48,7 @@ MPI_Comm duplicate(MPI_Comm comm) {
 }
 } // namespace
 
-transport::transport(MPI_Comm comm) {
+transport::transport(MPI_Comm comm, std::chrono::microseconds spin_for) : _spin_for(spin_for) {
   check_mpi(MPI_Comm_rank(comm, &_rank), "MPI_Comm_rank");
   check_mpi(MPI_Comm_size(comm, &_size), "MPI_Comm_size");
   _ctrl = duplicate(comm);
@@ -108,7 +116,7 @@ void transport::send(int dest, int tag, const char* data, std::size_t size,
       left -= chunk;
     } while (left > 0);
   }
-  wait_with_backoff(static_cast<int>(requests.size()), requests.data());
+  wait_with_backoff(static_cast<int>(requests.size()), requests.data(), _spin_for);
 }
 
 void transport::receive_segment(int source, std::uint32_t data_tag, void* dst, std::size_t bytes) {
@@ -120,7 +128,7 @@ void transport::receive_segment(int source, std::uint32_t data_tag, void* dst, s
     check_mpi(MPI_Irecv(p, static_cast<int>(chunk), MPI_BYTE, source, static_cast<int>(data_tag),
                         _data, &request),
               "MPI_Irecv");
-    wait_with_backoff(1, &request);
+    wait_with_backoff(1, &request, _spin_for);
     p += chunk;
     left -= chunk;
   } while (left > 0);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -17,10 +18,11 @@ namespace mpirpc::detail {
 /// Throws mpi_error naming `call` when rc is not MPI_SUCCESS. Evaluates rc once.
 void check_mpi(int rc, const char* call);
 
-/// Waits for MPI requests to complete without holding a core: spins briefly, then sleeps with
-/// an exponential back-off (Open MPI's blocking calls busy-poll, which oversubscribed ranks
-/// cannot afford).
-void wait_with_backoff(int count, MPI_Request* requests);
+/// Waits for MPI requests to complete without holding a core: spins for `spin_for`, then sleeps
+/// between tests for a quarter of the time waited so far, from 2 us up to 1 ms (Open MPI's
+/// blocking calls busy-poll, which oversubscribed ranks cannot afford).
+void wait_with_backoff(int count, MPI_Request* requests,
+                       std::chrono::microseconds spin_for = std::chrono::microseconds(20));
 
 /// A received control message.
 struct incoming {
@@ -32,7 +34,8 @@ struct incoming {
 class transport {
 public:
   /// Duplicates `comm` twice (control and data traffic) and once more for collectives.
-  explicit transport(MPI_Comm comm);
+  /// `spin_for`: how long a transfer's wait may spin before it sleeps (zero: never spins).
+  transport(MPI_Comm comm, std::chrono::microseconds spin_for);
   ~transport();
   transport(const transport&) = delete;
   transport& operator=(const transport&) = delete;
@@ -66,6 +69,7 @@ private:
   int _size = 0;
   std::uint32_t _tag_ub = 32767;
   std::atomic<std::uint32_t> _next_tag{0};
+  std::chrono::microseconds _spin_for;
 };
 
 } // namespace mpirpc::detail
