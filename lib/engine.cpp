@@ -498,6 +498,13 @@ void engine::handle_request(incoming& message, const wire::header& h, const char
       _queued.fetch_add(1, std::memory_order_seq_cst);
     }
     message.bytes = std::vector<char>();
+    if (!_warned_pool_exhausted.exchange(true)) {
+      log("warning: all " + std::to_string(_num_handlers) +
+          " server threads are busy, so requests wait in a queue. A handler that blocks "
+          "(rpc_sync, future::wait) holds its thread until the nested call returns: return an "
+          "mpirpc::future from such a function instead (async execution, see functions.hpp), or "
+          "raise options::num_worker_threads. Timeouts still fire. (Reported once.)");
+    }
     run_queued(); // a slot may have been freed meanwhile
     return;
   }

@@ -121,6 +121,7 @@ private:
   std::mutex _queue_mutex;
   std::deque<incoming> _queue;
   std::atomic<int> _queued{0};
+  std::atomic<bool> _warned_pool_exhausted{false};
 
   // leader/followers
   std::vector<std::thread> _threads;

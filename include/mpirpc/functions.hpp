@@ -17,8 +17,23 @@
 //
 // Free functions and static member functions of any signature whose parameters and result are
 // serializable (see serialization.hpp) qualify; parameters are taken by value or by const
-// reference. A function whose result type is mpirpc::future<T> runs asynchronously: see
-// rpc.hpp.
+// reference.
+//
+// Async execution (torch's @rpc.functions.async_execution). A function whose result type is
+// mpirpc::future<T> runs asynchronously on the callee: the handler returns as soon as it has
+// set up its work (typically a nested rpc_async and a then()), its server thread is free at
+// once, and the reply is sent when the returned future completes, from that future's
+// continuation; the caller's future holds T. The return type is what marks such a function, so
+// C++ needs no decorator and no decorator-ordering rules: a static member function is simply
+// a function, and there are no class methods. For code ported from torch, and to make the
+// intent checked, mpirpc::async_execution(fn) and MPIRPC_REGISTER_ASYNC(fn) accept exactly
+// the functions that return a future and reject others at compile time:
+//
+//     mpirpc::future<int> add_later(int to, int x, int y) {
+//       return mpirpc::rpc_async(to, add, x, y).then([](mpirpc::future<int> f) { return f.value() +
+//       1; });
+//     }
+//     MPIRPC_REGISTER_ASYNC(add_later);
 #pragma once
 
 #include <cstdint>
@@ -42,6 +57,21 @@ void register_function(std::string_view name, R (*fn)(P...) noexcept) {
   register_function(name, reinterpret_cast<R (*)(P...)>(fn));
 }
 
+/// Marks `fn` as an async-execution function (see the header comment): returns `fn` itself,
+/// after checking at compile time that it returns mpirpc::future<T>.
+template <class R, class... P> constexpr auto async_execution(R (*fn)(P...)) {
+  static_assert(detail::is_future_v<R>,
+                "mpirpc::async_execution: the function must return mpirpc::future<T>; its "
+                "reply is sent when that future completes");
+  return fn;
+}
+template <class R, class... P> constexpr auto async_execution(R (*fn)(P...) noexcept) {
+  static_assert(detail::is_future_v<R>,
+                "mpirpc::async_execution: the function must return mpirpc::future<T>; its "
+                "reply is sent when that future completes");
+  return fn;
+}
+
 /// The registered name of `fn`, or an empty string if it is not registered.
 template <class F> std::string registered_name(F* fn) {
   return detail::registered_name_of(reinterpret_cast<detail::raw_function>(fn));
@@ -54,6 +84,10 @@ template <class F> std::string registered_name(F* fn) {
 
 /// Registers a free or static member function under its spelled name.
 #define MPIRPC_REGISTER(fn) MPIRPC_REGISTER_AS(#fn, fn)
+
+/// Registers an async-execution function (one returning mpirpc::future<T>) under its spelled
+/// name; anything else fails to compile.
+#define MPIRPC_REGISTER_ASYNC(fn) MPIRPC_REGISTER_AS(#fn, ::mpirpc::async_execution(fn))
 
 /// Registers a function under an explicit name (for overloads or renames).
 #define MPIRPC_REGISTER_AS(name, fn)                                                               \

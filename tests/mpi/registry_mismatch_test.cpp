@@ -4,14 +4,8 @@
 // Its own executable, because the extra registration stays in this process's registry.
 #include <catch2/catch.hpp>
 
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <string>
-
-#include <unistd.h>
 
 #include <mpirpc/mpirpc.hpp>
 
@@ -33,36 +27,6 @@ std::string worker(int rank) {
   return "worker" + std::to_string(rank);
 }
 
-/// Runs `body` with this process's stderr (fd 2) sent to a temporary file; returns what was
-/// written there and echoes it to the real stderr.
-template <class Body> std::string capture_stderr(Body body) {
-  char path[] = "/tmp/mpirpc_registry_stderr_XXXXXX";
-  const int file = mkstemp(path);
-  REQUIRE(file >= 0);
-  std::fflush(stderr);
-  const int saved = dup(2);
-  dup2(file, 2);
-  try {
-    body();
-  } catch (...) {
-    std::fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    close(file);
-    unlink(path);
-    throw;
-  }
-  std::fflush(stderr);
-  dup2(saved, 2);
-  close(saved);
-  close(file);
-  std::ifstream in(path);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  unlink(path);
-  std::fputs(text.c_str(), stderr);
-  return text;
-}
-
 } // namespace
 
 MPIRPC_REGISTER(add);
@@ -76,7 +40,8 @@ TEST_CASE("a function registered on rank 0 only fails elsewhere with unknown_fun
 
   std::unique_ptr<mpirpc::runtime> rt;
   if (rank == 0) {
-    const std::string warning = capture_stderr([&] { rt = std::make_unique<mpirpc::runtime>(); });
+    const std::string warning =
+        mpirpc_test::capture_stderr([&] { rt = std::make_unique<mpirpc::runtime>(); });
     // Rank 0 warns about the ranks whose registries differ from its own.
     CHECK_THAT(warning, Catch::Contains("warning") && Catch::Contains("differ"));
     for (int r = 1; r < size; ++r)

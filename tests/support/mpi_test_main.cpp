@@ -6,9 +6,14 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <thread>
 
 #include <mpi.h>
+#include <unistd.h>
 
 #include "mpi_test_support.hpp"
 
@@ -41,6 +46,34 @@ int world_size() {
   MPI_Comm_size(MPI_COMM_WORLD, &s);
   return s;
 }
+std::string capture_stderr(const std::function<void()>& body) {
+  char path[] = "/tmp/mpirpc_test_stderr_XXXXXX";
+  const int file = mkstemp(path);
+  REQUIRE(file >= 0);
+  std::fflush(stderr);
+  const int saved = dup(2);
+  dup2(file, 2);
+  try {
+    body();
+  } catch (...) {
+    std::fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(file);
+    unlink(path);
+    throw;
+  }
+  std::fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  close(file);
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  unlink(path);
+  std::fputs(text.c_str(), stderr);
+  return text;
+}
+
 } // namespace mpirpc_test
 
 int main(int argc, char** argv) {

@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: MIT
+// Async execution with one server thread per worker: deep chains of nested calls, many nested
+// calls at once, errors raised at every depth, and a blocked pool that times out instead of
+// hanging.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <mpirpc/mpirpc.hpp>
+
+#include "mpi_test_support.hpp"
+
+namespace {
+
+/// The two workers a chain alternates between: worker1 and worker2, or worker1 and worker0
+/// when there are only two ranks.
+int hop_target(int from) {
+  const int other = mpirpc_test::world_size() >= 3 ? 2 : 0;
+  return from == 1 ? other : 1;
+}
+
+int add(int x, int y) {
+  return x + y;
+}
+
+/// One hop of a chain: returns the future of the next hop, so the reply of the whole chain is
+/// sent from continuations only and no server thread is ever held.
+mpirpc::future<int> hop(int left, int depth) {
+  if (left == 0) {
+    mpirpc::future<int> done;
+    done.set_result(depth);
+    return done;
+  }
+  return mpirpc::rpc_async(hop_target(mpirpc::get_worker_info().id), hop, left - 1, depth + 1);
+}
+
+/// The seed's async_add_chained: a nested call continued with then().
+mpirpc::future<int> add_chained(int to, int x, int y, int z) {
+  return mpirpc::rpc_async(to, add, x, y).then([z](mpirpc::future<int> f) {
+    return f.value() + z;
+  });
+}
+
+struct depth_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// A chain that throws at depth `throw_at`; the error travels back through every hop.
+mpirpc::future<int> hop_throwing(int depth, int throw_at) {
+  if (depth == throw_at) throw depth_error("raised at depth " + std::to_string(depth));
+  return mpirpc::rpc_async(hop_target(mpirpc::get_worker_info().id), hop_throwing, depth + 1,
+                           throw_at);
+}
+
+/// Blocks its (only) server thread on a nested call back to the same worker, which therefore
+/// cannot be served until the nested call times out.
+int blocking_self_call(int timeout_ms) {
+  const int me = mpirpc::get_worker_info().id;
+  return mpirpc::rpc_sync(me, add, 1, 2, mpirpc::timeout(std::chrono::milliseconds(timeout_ms)));
+}
+
+mpirpc::options one_server_thread() {
+  mpirpc::options o;
+  o.num_worker_threads = 1;
+  return o;
+}
+
+} // namespace
+
+MPIRPC_REGISTER(add);
+MPIRPC_REGISTER_ASYNC(hop);
+MPIRPC_REGISTER_ASYNC(add_chained);
+MPIRPC_REGISTER_ASYNC(hop_throwing);
+MPIRPC_REGISTER(blocking_self_call);
+
+TEST_CASE("async_execution accepts exactly the functions that return a future", "[async]") {
+  static_assert(std::is_same_v<decltype(mpirpc::async_execution(hop)), decltype(&hop)>);
+  CHECK(mpirpc::async_execution(hop) == &hop);
+  CHECK(mpirpc::registered_name(hop) == "hop");
+}
+
+TEST_CASE("a chain of depth 64 completes with one server thread per worker", "[async]") {
+  mpirpc::runtime rt(one_server_thread());
+  if (mpirpc_test::world_rank() == 0) {
+    CHECK(mpirpc::rpc_sync(1, hop, 64, 0) == 64);
+    CHECK(mpirpc::rpc_async(1, hop, 63, 1).wait() == 64);
+  }
+}
+
+TEST_CASE("64 concurrent nested calls complete with one server thread per worker", "[async]") {
+  mpirpc::runtime rt(one_server_thread());
+  if (mpirpc_test::world_rank() == 0) {
+    std::vector<mpirpc::future<int>> chained;
+    std::vector<mpirpc::future<int>> chains;
+    for (int i = 0; i < 64; ++i) {
+      chained.push_back(mpirpc::rpc_async(1, add_chained, hop_target(1), i, 1, 1));
+      chains.push_back(mpirpc::rpc_async(1, hop, 8, i));
+    }
+    for (int i = 0; i < 64; ++i) {
+      CHECK(chained[static_cast<std::size_t>(i)].wait() == i + 2);
+      CHECK(chains[static_cast<std::size_t>(i)].wait() == i + 8);
+    }
+  }
+}
+
+TEST_CASE("an exception raised at any depth of a chain reaches the caller", "[async]") {
+  mpirpc::runtime rt(one_server_thread());
+  if (mpirpc_test::world_rank() == 0) {
+    for (int throw_at = 0; throw_at <= 12; ++throw_at) {
+      // Depth 0 runs on worker1; each further depth alternates with hop_target.
+      int where = 1;
+      for (int d = 0; d < throw_at; ++d)
+        where = hop_target(where);
+      try {
+        mpirpc::rpc_sync(1, hop_throwing, 0, throw_at);
+        FAIL("no exception from depth " << throw_at);
+      } catch (const mpirpc::remote_error& e) {
+        CHECK(e.origin_worker() == "worker" + std::to_string(where));
+        CHECK_THAT(e.remote_type(), Catch::Contains("depth_error"));
+        CHECK(e.remote_message() == "raised at depth " + std::to_string(throw_at));
+      }
+    }
+  }
+}
+
+TEST_CASE("a blocked pool gives a warning and a timeout, not a hang", "[async]") {
+  std::string log;
+  {
+    mpirpc::runtime rt(one_server_thread());
+    if (mpirpc_test::world_rank() == 1) {
+      // worker1's only server thread runs blocking_self_call and waits on a request to
+      // worker1 itself, which has no thread left to run it.
+      log = mpirpc_test::capture_stderr([] {
+        try {
+          mpirpc::rpc_sync(1, blocking_self_call, 200);
+          FAIL("the blocked nested call did not time out");
+        } catch (const mpirpc::remote_error& e) {
+          CHECK(e.remote_type() == "mpirpc::timeout_error");
+          CHECK_THAT(e.remote_message(), Catch::Contains("timed out after") &&
+                                             Catch::Contains("'add'") &&
+                                             Catch::Contains("worker1"));
+        }
+      });
+    }
+    // The queued request still runs once the thread is free; shutdown waits for it.
+  }
+  if (mpirpc_test::world_rank() == 1) {
+    CHECK_THAT(log, Catch::Contains("all 1 server threads are busy") &&
+                        Catch::Contains("async execution"));
+  }
+}
