@@ -16,6 +16,7 @@
 #include <mpirpc/mpirpc.hpp>
 
 #include "mpi_test_support.hpp"
+#include "parked_futures.hpp"
 
 namespace future_test {
 
@@ -132,30 +133,6 @@ mpirpc::future<void> deferred_void() {
   return result;
 }
 
-// Parked futures: park() returns a future that a later release(v) call completes.
-std::mutex parked_mutex;
-std::vector<mpirpc::future<int>> parked;
-mpirpc::future<int> park() {
-  mpirpc::future<int> result;
-  std::lock_guard<std::mutex> lock(parked_mutex);
-  parked.push_back(result);
-  return result;
-}
-int parked_count() {
-  std::lock_guard<std::mutex> lock(parked_mutex);
-  return static_cast<int>(parked.size());
-}
-int release(int value) {
-  std::vector<mpirpc::future<int>> ready;
-  {
-    std::lock_guard<std::mutex> lock(parked_mutex);
-    ready.swap(parked);
-  }
-  for (auto& f : ready)
-    f.set_result(value);
-  return static_cast<int>(ready.size());
-}
-
 } // namespace future_test
 
 MPIRPC_REGISTER(future_test::add);
@@ -171,9 +148,9 @@ MPIRPC_REGISTER(future_test::deferred_square);
 MPIRPC_REGISTER(future_test::deferred_parse_failure);
 MPIRPC_REGISTER(future_test::deferred_invalid_argument);
 MPIRPC_REGISTER(future_test::deferred_void);
-MPIRPC_REGISTER(future_test::park);
-MPIRPC_REGISTER(future_test::parked_count);
-MPIRPC_REGISTER(future_test::release);
+MPIRPC_REGISTER_AS("park", mpirpc_test::park);
+MPIRPC_REGISTER_AS("parked_count", mpirpc_test::parked_count);
+MPIRPC_REGISTER_AS("release", mpirpc_test::release_parked);
 
 namespace {
 
@@ -495,10 +472,10 @@ TEST_CASE("a held reply does not occupy a handler slot", "[future][async]") {
   opts.num_worker_threads = 1;
   mpirpc::runtime rt(opts);
   const int to = next_rank();
-  auto parked_call = mpirpc::rpc_async(to, park, mpirpc::timeout(20s));
-  CHECK(eventually([&] { return mpirpc::rpc_sync(to, parked_count) == 1; }, 10000ms));
+  auto parked_call = mpirpc::rpc_async(to, mpirpc_test::park, mpirpc::timeout(20s));
+  CHECK(eventually([&] { return mpirpc::rpc_sync(to, mpirpc_test::parked_count) == 1; }, 10000ms));
   CHECK_FALSE(parked_call.done());
-  CHECK(mpirpc::rpc_sync(to, release, 77) == 1);
+  CHECK(mpirpc::rpc_sync(to, mpirpc_test::release_parked, 77) == 1);
   CHECK(parked_call.wait() == 77);
 }
 

@@ -14,6 +14,7 @@
 #include <mpirpc/mpirpc.hpp>
 
 #include "mpi_test_support.hpp"
+#include "parked_futures.hpp"
 
 namespace {
 
@@ -31,35 +32,11 @@ int sleepy(int milliseconds) {
   return milliseconds;
 }
 
-// park() returns a future that only release_parked() completes: its reply is held.
-std::mutex parked_mutex;
-std::vector<mpirpc::future<int>> parked;
-mpirpc::future<int> park() {
-  mpirpc::future<int> result;
-  std::lock_guard<std::mutex> lock(parked_mutex);
-  parked.push_back(result);
-  return result;
-}
-int parked_count() {
-  std::lock_guard<std::mutex> lock(parked_mutex);
-  return static_cast<int>(parked.size());
-}
-int release_parked(int value) {
-  std::vector<mpirpc::future<int>> ready;
-  {
-    std::lock_guard<std::mutex> lock(parked_mutex);
-    ready.swap(parked);
-  }
-  for (auto& f : ready)
-    f.set_result(value);
-  return static_cast<int>(ready.size());
-}
-
 } // namespace
 
 MPIRPC_REGISTER(add);
-MPIRPC_REGISTER(park);
-MPIRPC_REGISTER(parked_count);
+MPIRPC_REGISTER_AS("park", mpirpc_test::park);
+MPIRPC_REGISTER_AS("parked_count", mpirpc_test::parked_count);
 MPIRPC_REGISTER(whoami);
 MPIRPC_REGISTER(world_rank_of);
 MPIRPC_REGISTER(sleepy);
@@ -380,8 +357,8 @@ TEST_CASE("shutdown(false) fails this rank's outstanding futures with shutdown_e
   mpirpc::runtime rt;
   const int to = next_rank();
   // The callee holds the reply of park() until release_parked(), which never comes in time.
-  mpirpc::future<int> held = mpirpc::rpc_async(to, park);
-  CHECK(eventually([&] { return mpirpc::rpc_sync(to, parked_count) == 1; }, 10000ms));
+  mpirpc::future<int> held = mpirpc::rpc_async(to, mpirpc_test::park);
+  CHECK(eventually([&] { return mpirpc::rpc_sync(to, mpirpc_test::parked_count) == 1; }, 10000ms));
   mpirpc_test::barrier(); // no message is in flight anywhere now
   CHECK_FALSE(held.done());
   rt.shutdown(false);
@@ -391,7 +368,7 @@ TEST_CASE("shutdown(false) fails this rank's outstanding futures with shutdown_e
   CHECK_THROWS_WITH(held.value(),
                     Contains("'park'") && Contains(worker(to)) && Contains("abandoned"));
   // Completing the callee's held future afterwards sends nothing and harms nothing.
-  CHECK(release_parked(5) == 1);
+  CHECK(mpirpc_test::release_parked(5) == 1);
   // A new session starts normally.
   mpirpc::runtime again;
   CHECK(mpirpc::rpc_sync(to, add, 2, 2) == 4);
