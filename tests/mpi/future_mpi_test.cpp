@@ -157,24 +157,9 @@ namespace {
 using namespace std::chrono_literals;
 using namespace future_test;
 using Catch::Contains;
-
-int next_rank() {
-  return (mpirpc_test::world_rank() + 1) % mpirpc_test::world_size();
-}
-std::string worker(int rank) {
-  return "worker" + std::to_string(rank);
-}
-
-template <class Condition> bool eventually(Condition condition, std::chrono::milliseconds limit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  auto pause = 100us;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return condition();
-    std::this_thread::sleep_for(pause);
-    pause = std::min<std::chrono::microseconds>(pause * 2, 5ms);
-  }
-  return true;
-}
+using mpirpc_test::eventually;
+using mpirpc_test::next_rank;
+using mpirpc_test::worker;
 
 } // namespace
 

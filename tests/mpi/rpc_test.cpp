@@ -109,15 +109,8 @@ MPIRPC_REGISTER(throws_custom);
 MPIRPC_REGISTER(throws_int);
 MPIRPC_REGISTER(throws_out_of_range);
 
-namespace {
-int next_rank() {
-  const int size = mpirpc_test::world_size();
-  return (mpirpc_test::world_rank() + 1) % size;
-}
-std::string worker(int rank) {
-  return "worker" + std::to_string(rank);
-}
-} // namespace
+using mpirpc_test::next_rank;
+using mpirpc_test::worker;
 
 TEST_CASE("rpc_sync by name, rank and worker_info reaches the right worker", "[rpc]") {
   mpirpc::runtime rt;
