@@ -793,13 +793,17 @@ void engine::wait(future_state_base& state) {
 void engine::quiesce() {
   // Repeated non-blocking all-reductions of (sent, received, busy) until two consecutive
   // rounds see every message received, nothing running and the same totals (the
-  // four-counter method): then no message is in flight and none can appear.
+  // four-counter method): then no message is in flight and none can appear. Busy counts
+  // handlers running or queued and this rank's calls still awaiting a reply. A reply that an
+  // async-execution handler still owes is not counted by the callee: its caller counts the
+  // call until the reply arrives or the call times out, so a future that is never completed
+  // delays shutdown by at most the caller's timeout instead of forever.
   std::uint64_t previous[3] = {~0ull, ~0ull, ~0ull};
   auto pause = std::chrono::microseconds(50);
   for (;;) {
     std::uint64_t local[3];
-    local[2] = static_cast<std::uint64_t>(_running_handlers.load() + _queued.load() +
-                                          _held_replies.load());
+    local[2] =
+        static_cast<std::uint64_t>(_running_handlers.load() + _queued.load()) + _pending.size();
     local[0] = _sent.load(std::memory_order_seq_cst);
     local[1] = _received.load(std::memory_order_seq_cst);
     std::uint64_t total[3];

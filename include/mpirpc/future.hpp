@@ -88,22 +88,24 @@ public:
     }
   }
 
-  /// Completes the future with a value and runs its callbacks on this thread.
+  /// Completes the future with a value and runs its callbacks on this thread. const: a future
+  /// is a handle, and a copy captured by a lambda completes the same state.
   /// Throws future_error if it is already done.
-  template <class U = T, class = std::enable_if_t<!std::is_void_v<U>>> void set_result(U value) {
+  template <class U = T, class = std::enable_if_t<!std::is_void_v<U>>>
+  void set_result(U value) const {
     if (!_state->try_set_value(std::move(value))) throw_already_done("set_result");
   }
-  template <class U = T, class = std::enable_if_t<std::is_void_v<U>>> void set_result() {
+  template <class U = T, class = std::enable_if_t<std::is_void_v<U>>> void set_result() const {
     if (!_state->try_set_value()) throw_already_done("set_result");
   }
 
   /// Completes the future with an error. Throws future_error if it is already done.
-  void set_exception(std::exception_ptr error) {
+  void set_exception(std::exception_ptr error) const {
     if (!error) throw future_error("mpirpc: future::set_exception() needs a non-null exception");
     if (!_state->try_set_exception(std::move(error))) throw_already_done("set_exception");
   }
   template <class E, class = std::enable_if_t<!std::is_same_v<std::decay_t<E>, std::exception_ptr>>>
-  void set_exception(E&& error) {
+  void set_exception(E&& error) const {
     set_exception(std::make_exception_ptr(std::forward<E>(error)));
   }
 

@@ -86,7 +86,8 @@ void init_rpc(options opts = {});
 void init_rpc(std::string name, options opts = {});
 
 /// Stops the runtime. Collective. With graceful = true waits until no call is in flight on
-/// any rank, serving requests meanwhile; with graceful = false fails this rank's outstanding
+/// any rank (every call has its reply or has timed out, and no handler runs), serving requests
+/// meanwhile; with graceful = false fails this rank's outstanding
 /// futures with shutdown_error, answers queued requests with shutdown_error, lets running
 /// handlers finish and stops (other ranks must shut down too).
 /// Throws shutdown_error when called from a handler or a progress-path continuation.

@@ -152,3 +152,24 @@ TEST_CASE("a blocked pool gives a warning and a timeout, not a hang", "[async]")
                         Catch::Contains("async execution"));
   }
 }
+
+namespace {
+/// Returns a future that nothing ever completes.
+mpirpc::future<int> never_completes(int) {
+  return mpirpc::future<int>();
+}
+} // namespace
+MPIRPC_REGISTER_ASYNC(never_completes);
+
+TEST_CASE("a reply that is never sent delays shutdown only until the caller's timeout", "[async]") {
+  const auto start = std::chrono::steady_clock::now();
+  {
+    mpirpc::runtime rt;
+    if (mpirpc_test::world_rank() == 0) {
+      CHECK_THROWS_AS(
+          mpirpc::rpc_sync(1, never_completes, 1, mpirpc::timeout(std::chrono::milliseconds(300))),
+          mpirpc::timeout_error);
+    }
+  } // graceful shutdown: must not wait for the reply worker1 will never send
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(30));
+}

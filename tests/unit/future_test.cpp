@@ -265,3 +265,14 @@ TEST_CASE("set_exception with a null pointer is refused", "[future]") {
   CHECK_THROWS_AS(f.set_exception(std::exception_ptr()), future_error);
   CHECK_FALSE(f.done());
 }
+
+TEST_CASE("a future captured by copy in a non-mutable lambda can be completed", "[future]") {
+  future<int> source;
+  future<int> result;
+  source.add_done_callback([result](future<int> done) { result.set_result(done.value() + 1); });
+  const future<void> flag;
+  source.set_result(1);
+  CHECK(result.value() == 2);
+  flag.set_result();
+  CHECK(flag.done());
+}
