@@ -268,15 +268,14 @@ void engine::send_message(int dest, int tag, std::vector<char>& buffer, wire::ki
 }
 
 /// Admits a thread into the send path unless the engine is stopping; stop() waits until every
-/// admitted thread has left before it frees the communicators. With `engine_threads_pass`, the
-/// engine's own threads are admitted even while it stops: stop() joins them before it frees
-/// the communicators, so the replies of handlers still running are not lost.
+/// admitted thread has left before it frees the communicators. Once stopping, replies are
+/// dropped too: in a non-graceful stop the callers' ranks are stopping as well, and a large
+/// reply to a rank that no longer receives would never complete.
 class engine::admission {
 public:
-  explicit admission(engine& e, bool engine_threads_pass = false) : _e(e) {
+  explicit admission(engine& e) : _e(e) {
     _e._callers_inside.fetch_add(1, std::memory_order_seq_cst);
-    _admitted = _e._accepting.load(std::memory_order_seq_cst) ||
-                (engine_threads_pass && on_engine_thread());
+    _admitted = _e._accepting.load(std::memory_order_seq_cst);
   }
   ~admission() { _e._callers_inside.fetch_sub(1, std::memory_order_seq_cst); }
   admission(const admission&) = delete;
@@ -308,9 +307,12 @@ void engine::send_request(const destination& to, raw_function fn, request_buffer
   call.dest = dest;
   call.start = clock::now();
   _last_call_ns.store(call.start.time_since_epoch().count(), std::memory_order_relaxed);
-  call.deadline = timeout_s > 0 ? call.start + std::chrono::duration_cast<clock::duration>(
-                                                   std::chrono::duration<double>(timeout_s))
-                                : clock::time_point::max();
+  // A timeout too large for the clock (or infinite) means none.
+  constexpr double max_timeout_s = 1e9; // about 31 years
+  call.deadline = timeout_s > 0 && timeout_s < max_timeout_s
+                      ? call.start + std::chrono::duration_cast<clock::duration>(
+                                         std::chrono::duration<double>(timeout_s))
+                      : clock::time_point::max();
   const std::uint64_t id = _pending.insert(std::move(call));
   try {
     send_message(dest, wire::tag_request, request.payload, wire::kind::request, id, entry->id,
@@ -322,7 +324,7 @@ void engine::send_request(const destination& to, raw_function fn, request_buffer
   _requests_sent.fetch_add(1, std::memory_order_relaxed);
   // Wake a deeply idle leader so that the reply is noticed soon even if nobody waits for it;
   // only the first call after idleness pays for the wake-up.
-  if (_leader_idle.load(std::memory_order_relaxed)) {
+  if (_leader_idle.load(std::memory_order_seq_cst)) {
     std::lock_guard<std::mutex> lock(_leader_sleep_mutex); // no lost wake-up
     if (_leader_idle.exchange(false)) _leader_cv.notify_one();
   }
@@ -342,7 +344,7 @@ struct hold_release {
 
 void engine::send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
   const hold_release release{token, _held_replies};
-  const admission admitted(*this, true);
+  const admission admitted(*this);
   if (!admitted) return; // a late reply of an async handler after shutdown
   std::vector<char>& buffer = reply_buffer();
   std::vector<segment> segments;
@@ -377,7 +379,7 @@ void engine::send_reply_value(reply_token& token, save_fn save, const void* valu
 
 void engine::send_reply_error(reply_token& token, std::exception_ptr error) noexcept {
   const hold_release release{token, _held_replies};
-  const admission admitted(*this, true);
+  const admission admitted(*this);
   if (!admitted) return;
   const exception_description d = describe_exception(error);
   send_error_reply(token.source, token.call_id, token.function_id, d.code, d.type, d.message,
@@ -734,8 +736,16 @@ void engine::lead() {
     const bool idle = !calls_out && !called_lately && sleep >= cap;
     std::unique_lock<std::mutex> lock(_leader_sleep_mutex);
     _leader_idle.store(idle, std::memory_order_seq_cst);
+    // A call sent between the checks above and the store: send_request inserted it before it
+    // read the flag (both seq_cst), so one of the two sides sees the other.
+    if (idle && _pending.size() > 0) {
+      _leader_idle.store(false, std::memory_order_seq_cst);
+      continue;
+    }
     if (idle) {
-      _leader_cv.wait_for(lock, sleep, [&] { return !_leader_idle.load(); });
+      _leader_cv.wait_for(lock, sleep, [&] {
+        return !_leader_idle.load() || _stop_threads.load(std::memory_order_acquire);
+      });
     } else {
       _leader_cv.wait_for(lock, sleep);
     }
@@ -802,8 +812,12 @@ void engine::quiesce() {
   auto pause = std::chrono::microseconds(50);
   for (;;) {
     std::uint64_t local[3];
-    local[2] =
-        static_cast<std::uint64_t>(_running_handlers.load() + _queued.load()) + _pending.size();
+    // Read along the pipeline (queued before running): a request moving from the queue to a
+    // handler between the two reads is then counted twice rather than not at all.
+    const auto queued = static_cast<std::uint64_t>(_queued.load(std::memory_order_seq_cst));
+    const auto running =
+        static_cast<std::uint64_t>(_running_handlers.load(std::memory_order_seq_cst));
+    local[2] = queued + running + _pending.size();
     local[0] = _sent.load(std::memory_order_seq_cst);
     local[1] = _received.load(std::memory_order_seq_cst);
     std::uint64_t total[3];
@@ -822,11 +836,7 @@ void engine::quiesce() {
   }
 }
 
-void engine::stop(const std::string& reason) {
-  _accepting.store(false, std::memory_order_seq_cst);
-  while (_callers_inside.load(std::memory_order_seq_cst) > 0) {
-    std::this_thread::sleep_for(std::chrono::microseconds(50));
-  }
+void engine::refuse_queued() noexcept {
   // Requests that never got a handler slot are answered, so that their callers do not wait.
   std::deque<incoming> unserved;
   {
@@ -843,6 +853,14 @@ void engine::stop(const std::string& reason) {
                      "mpirpc::shutdown_error", self().name + " shut down before serving the call",
                      self().name);
   }
+}
+
+void engine::stop(const std::string& reason) {
+  _accepting.store(false, std::memory_order_seq_cst);
+  while (_callers_inside.load(std::memory_order_seq_cst) > 0) {
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  refuse_queued();
   // Fail what is still outstanding first: a handler blocked waiting on one of these calls
   // must return before its thread can be joined.
   std::vector<pending_call> orphans = _pending.take_all();
@@ -858,11 +876,15 @@ void engine::stop(const std::string& reason) {
     _follow_cv.notify_all();
     _standby_cv.notify_all();
   }
-  _leader_cv.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(_leader_sleep_mutex);
+    _leader_cv.notify_all();
+  }
   for (auto& t : _threads) {
     if (t.joinable()) t.join();
   }
   _threads.clear();
+  refuse_queued(); // a request queued while the threads were stopping
   _stopped.store(true, std::memory_order_seq_cst);
   _transport->close();
 }

@@ -88,6 +88,7 @@ private:
   std::exception_ptr decode_error_reply(const char* payload, std::size_t size,
                                         const pending_call& call) const;
   void check_timeouts() noexcept;
+  void refuse_queued() noexcept;
   std::string function_name(std::uint64_t id) const;
   void log(const std::string& line) const noexcept;
 

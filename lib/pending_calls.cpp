@@ -17,7 +17,7 @@ std::uint64_t pending_calls::insert(pending_call call) {
   s.generation += 1;
   s.used = true;
   s.call = std::move(call);
-  _size.fetch_add(1, std::memory_order_relaxed);
+  _size.fetch_add(1, std::memory_order_seq_cst);
   return (std::uint64_t(s.generation) << 32) | index;
 }
 

@@ -32,7 +32,7 @@ public:
   /// Removes and returns every call whose deadline is at or before `now`.
   std::vector<pending_call> take_expired(std::chrono::steady_clock::time_point now);
   std::vector<pending_call> take_all();
-  std::size_t size() const noexcept { return _size.load(std::memory_order_relaxed); }
+  std::size_t size() const noexcept { return _size.load(std::memory_order_seq_cst); }
 
 private:
   struct slot {

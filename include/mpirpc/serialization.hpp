@@ -16,8 +16,9 @@
 //     type's namespace). A type whose serialize lives elsewhere (e.g. namespace
 //     boost::serialization) opts in with `template <> struct mpirpc::is_serializable<T> :
 //     std::true_type {};`.
-// A trivially copyable type takes path 1 even if it also has serialize(). Raw pointers are
-// rejected: their value means nothing on another rank. All ranks run the same build on the
+// A trivially copyable type takes path 1 even if it also has serialize(). Raw pointers and
+// std::string_view are rejected: their value means nothing on another rank; a plain struct must
+// not hold pointers either (that cannot be checked). All ranks run the same build on the
 // same architecture (homogeneous MPI), so byte copies are exact.
 #pragma once
 
@@ -29,6 +30,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <typeinfo>
@@ -68,10 +70,14 @@ struct has_adl_serialize<
     T, std::void_t<decltype(serialize(std::declval<boost::mpi::packed_oarchive&>(),
                                       std::declval<T&>(), 0u))>> : std::true_type {};
 
+/// Views refer to the caller's memory: copying their bytes would send an address.
+template <class T> struct is_view : std::false_type {};
+template <class C, class Tr> struct is_view<std::basic_string_view<C, Tr>> : std::true_type {};
+
 template <class T>
 inline constexpr bool is_plain_v =
     std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> && !std::is_member_pointer_v<T> &&
-    !std::is_same_v<T, std::nullptr_t>;
+    !std::is_same_v<T, std::nullptr_t> && !is_view<T>::value;
 
 template <class T>
 inline constexpr bool uses_boost_v =

@@ -12,6 +12,7 @@
 #include <mpirpc/mpirpc.hpp>
 
 #include "mpi_test_support.hpp"
+#include "parked_futures.hpp"
 
 namespace {
 
@@ -153,23 +154,41 @@ TEST_CASE("a blocked pool gives a warning and a timeout, not a hang", "[async]")
   }
 }
 
-namespace {
-/// Returns a future that nothing ever completes.
-mpirpc::future<int> never_completes(int) {
-  return mpirpc::future<int>();
-}
-} // namespace
-MPIRPC_REGISTER_ASYNC(never_completes);
+MPIRPC_REGISTER_AS("park", mpirpc_test::park);
 
 TEST_CASE("a reply that is never sent delays shutdown only until the caller's timeout", "[async]") {
   const auto start = std::chrono::steady_clock::now();
   {
     mpirpc::runtime rt;
     if (mpirpc_test::world_rank() == 0) {
+      // worker1 keeps the returned future but never completes it.
       CHECK_THROWS_AS(
-          mpirpc::rpc_sync(1, never_completes, 1, mpirpc::timeout(std::chrono::milliseconds(300))),
+          mpirpc::rpc_sync(1, mpirpc_test::park, mpirpc::timeout(std::chrono::milliseconds(300))),
           mpirpc::timeout_error);
     }
   } // graceful shutdown: must not wait for the reply worker1 will never send
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(30));
+  mpirpc_test::release_parked(0); // completing it after shutdown drops the reply
+}
+
+namespace {
+/// Returns a future that is destroyed at once, uncompleted: nothing else holds it.
+mpirpc::future<int> dropped_future(int) {
+  return mpirpc::future<int>();
+}
+} // namespace
+MPIRPC_REGISTER_ASYNC(dropped_future);
+
+TEST_CASE("a returned future destroyed before completing answers the caller with an error",
+          "[async]") {
+  mpirpc::runtime rt;
+  if (mpirpc_test::world_rank() == 0) {
+    try {
+      mpirpc::rpc_sync(1, dropped_future, 1, mpirpc::timeout(std::chrono::seconds(30)));
+      FAIL("no error");
+    } catch (const mpirpc::remote_error& e) {
+      CHECK(e.remote_type() == "mpirpc::future_error");
+      CHECK_THAT(e.remote_message(), Catch::Contains("destroyed before it completed"));
+    }
+  }
 }

@@ -771,3 +771,9 @@ TEST_CASE("a string inside a Boost archive longer than the archive throws",
   const child_outcome outcome = run_in_child([&] { (void)decode<boxed_text>(bytes); });
   CHECK(outcome == child_outcome::serialization_error);
 }
+
+TEST_CASE("views are not serializable: their bytes are an address", "[serialization]") {
+  static_assert(!mpirpc::is_serializable_v<std::string_view>);
+  static_assert(mpirpc::is_serializable_v<std::string>);
+  SUCCEED();
+}

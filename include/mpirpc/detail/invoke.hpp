@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -91,6 +92,25 @@ void reply_with_future_outcome(reply_token& token, const future<T>& done) noexce
   }
 }
 
+/// The reply an async-execution handler owes. If the future it returned is destroyed without
+/// ever completing, its callback (which owns this) is destroyed unrun: the destructor then
+/// answers the caller with an error instead of leaving it waiting.
+struct async_reply {
+  explicit async_reply(const reply_token& t) : token(t) {}
+  async_reply(const async_reply&) = delete;
+  async_reply& operator=(const async_reply&) = delete;
+  ~async_reply() {
+    if (!sent) {
+      send_reply_error(token, std::make_exception_ptr(future_error(
+                                  "mpirpc: the future returned by this async-execution function "
+                                  "was destroyed before it completed; keep it (or whatever "
+                                  "completes it) alive until it is completed")));
+    }
+  }
+  reply_token token;
+  bool sent = false;
+};
+
 /// Decodes the arguments, calls the function and replies (now, or from the continuation of
 /// the future the function returns). Exceptions escape to the runtime, which replies with
 /// the error.
@@ -112,8 +132,11 @@ void invoke_handler(raw_function raw, reader& in, reply_token& token) {
   } else if constexpr (is_future_v<R>) {
     R result = std::apply(fn, std::move(args));
     hold_reply(token);
-    result.add_done_callback(
-        [token](const R& done) mutable { reply_with_future_outcome(token, done); });
+    auto reply = std::make_shared<async_reply>(token);
+    result.add_done_callback([reply](const R& done) {
+      reply->sent = true;
+      reply_with_future_outcome(reply->token, done);
+    });
   } else {
     const R result = std::apply(fn, std::move(args));
     send_reply_value(token, &save_erased<R>, &result);
