@@ -99,36 +99,50 @@ std::vector<char>& reply_buffer() {
 } // namespace
 
 /// Feeds a message's out-of-line buffers to the decoder, in order, checking each size against
-/// the segment table; drain() swallows those the decoder did not take.
+/// the segment table: straight from MPI into the destination, or from the copies taken when
+/// the request had to wait in the queue. drain() swallows those the decoder did not take.
 struct engine::segment_stream final : segment_source {
-  segment_stream(transport& t, int source, std::uint32_t tag, const char* table,
-                 std::uint32_t count)
-      : _t(t), _source(source), _tag(tag), _table(table), _count(count) {}
+  segment_stream(transport& t, const incoming& message, const wire::header& h)
+      : _t(t), _source(message.source), _tag(h.data_tag),
+        _table(message.bytes.data() + sizeof(wire::header) + h.payload_size),
+        _count(h.segment_count), _prefetched(message.prefetched) {}
 
   std::size_t next_segment_size() const override {
-    if (_next >= _count) {
-      throw serialization_error("mpirpc: malformed message: more out-of-line buffers referenced "
-                                "than the message carries");
-    }
+    check_next();
     return static_cast<std::size_t>(size_of(_next));
   }
 
   void receive_segment(void* dst, std::size_t bytes) override {
-    if (_next >= _count) {
-      throw serialization_error("mpirpc: malformed message: more out-of-line buffers referenced "
-                                "than the message carries");
-    }
+    check_next();
     const std::uint64_t expected = size_of(_next);
     if (expected != bytes) {
       throw serialization_error("mpirpc: malformed message: out-of-line buffer of " +
                                 std::to_string(bytes) + " bytes announced, table says " +
                                 std::to_string(expected));
     }
+    if (!_prefetched.empty()) {
+      if (bytes) std::memcpy(dst, _prefetched[_next].data(), bytes);
+    } else {
+      _t.receive_segment(_source, _tag, dst, bytes);
+    }
     ++_next;
-    _t.receive_segment(_source, _tag, dst, bytes);
+  }
+
+  /// Receives every buffer not yet taken into `out`, so that the sender is released now and
+  /// the message can be decoded later from memory.
+  void prefetch(std::vector<std::vector<char>>& out) {
+    while (_next < _count) {
+      out.emplace_back(static_cast<std::size_t>(size_of(_next)));
+      _t.receive_segment(_source, _tag, out.back().data(), out.back().size());
+      ++_next;
+    }
   }
 
   void drain() noexcept {
+    if (!_prefetched.empty()) {
+      _next = _count;
+      return;
+    }
     try {
       std::vector<char> scratch;
       while (_next < _count) {
@@ -148,6 +162,12 @@ struct engine::segment_stream final : segment_source {
   }
 
 private:
+  void check_next() const {
+    if (_next >= _count) {
+      throw serialization_error("mpirpc: malformed message: more out-of-line buffers referenced "
+                                "than the message carries");
+    }
+  }
   std::uint64_t size_of(std::uint32_t i) const {
     std::uint64_t n;
     std::memcpy(&n, _table + i * sizeof(std::uint64_t), sizeof n);
@@ -158,6 +178,7 @@ private:
   std::uint32_t _tag;
   const char* _table;
   std::uint32_t _count;
+  const std::vector<std::vector<char>>& _prefetched;
   std::uint32_t _next = 0;
 };
 
@@ -458,12 +479,11 @@ void engine::dispatch(incoming& message) noexcept {
     _received.fetch_add(1, std::memory_order_seq_cst);
     return;
   }
-  const char* table = message.bytes.data() + sizeof(wire::header) + h.payload_size;
   try {
     if (h.kind == static_cast<std::uint8_t>(wire::kind::request)) {
-      handle_request(message, h, table);
+      handle_request(message, h);
     } else {
-      handle_reply(message, h, table);
+      handle_reply(message, h);
     }
   } catch (const std::exception& e) {
     log(std::string("error while dispatching a message: ") + e.what());
@@ -479,27 +499,32 @@ bool engine::try_take_slot() noexcept {
   return false;
 }
 
-void engine::handle_request(incoming& message, const wire::header& h, const char* table) {
+void engine::handle_request(incoming& message, const wire::header& h) {
   const function_entry* fn = registry::instance().by_id(h.function_id);
   if (!fn) {
-    segment_stream(*_transport, message.source, h.data_tag, table, h.segment_count).drain();
+    segment_stream(*_transport, message, h).drain();
     send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::unknown_function,
                      "mpirpc::unknown_function_error", "no such function", self().name);
     return;
   }
   if (!_accepting.load(std::memory_order_seq_cst)) { // a non-graceful stop is under way
-    segment_stream(*_transport, message.source, h.data_tag, table, h.segment_count).drain();
+    segment_stream(*_transport, message, h).drain();
     send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::shutting_down,
                      "mpirpc::shutdown_error", self().name + " is shutting down", self().name);
     return;
   }
   if (!try_take_slot()) {
+    // The request waits for a handler slot; its sender must not wait with it (a sender blocked
+    // on an unreceived buffer might itself hold the slot the request needs): take the buffers
+    // now and decode from memory later.
+    if (h.segment_count > 0) segment_stream(*_transport, message, h).prefetch(message.prefetched);
     {
       std::lock_guard<std::mutex> lock(_queue_mutex);
       _queue.push_back(std::move(message));
       _queued.fetch_add(1, std::memory_order_seq_cst);
     }
     message.bytes = std::vector<char>();
+    message.prefetched.clear();
     if (!_warned_pool_exhausted.exchange(true)) {
       log("warning: all " + std::to_string(_num_handlers) +
           " server threads are busy, so requests wait in a queue. A handler that blocks "
@@ -510,14 +535,13 @@ void engine::handle_request(incoming& message, const wire::header& h, const char
     run_queued(); // a slot may have been freed meanwhile
     return;
   }
-  run_request(message, h, table, *fn);
+  run_request(message, h, *fn);
   _running_handlers.fetch_sub(1, std::memory_order_seq_cst);
   run_queued();
 }
 
-void engine::run_request(const incoming& message, const wire::header& h, const char* table,
-                         const function_entry& fn) {
-  segment_stream segments(*_transport, message.source, h.data_tag, table, h.segment_count);
+void engine::run_request(const incoming& message, const wire::header& h, const function_entry& fn) {
+  segment_stream segments(*_transport, message, h);
   reader in(message.bytes.data() + sizeof(wire::header), static_cast<std::size_t>(h.payload_size),
             &segments);
   reply_token token;
@@ -561,16 +585,15 @@ void engine::run_queued() {
     }
     wire::header h;
     std::memcpy(&h, message.bytes.data(), sizeof h);
-    const char* table = message.bytes.data() + sizeof(wire::header) + h.payload_size;
     if (const function_entry* fn = registry::instance().by_id(h.function_id)) {
-      run_request(message, h, table, *fn);
+      run_request(message, h, *fn);
     }
     _running_handlers.fetch_sub(1, std::memory_order_seq_cst);
   }
 }
 
-void engine::handle_reply(incoming& message, const wire::header& h, const char* table) {
-  segment_stream segments(*_transport, message.source, h.data_tag, table, h.segment_count);
+void engine::handle_reply(incoming& message, const wire::header& h) {
+  segment_stream segments(*_transport, message, h);
   std::optional<pending_call> call = _pending.take(h.call_id);
   if (!call) {
     segments.drain();
@@ -847,8 +870,7 @@ void engine::refuse_queued() noexcept {
   for (const incoming& m : unserved) {
     wire::header h;
     std::memcpy(&h, m.bytes.data(), sizeof h);
-    const char* table = m.bytes.data() + sizeof(wire::header) + h.payload_size;
-    segment_stream(*_transport, m.source, h.data_tag, table, h.segment_count).drain();
+    segment_stream(*_transport, m, h).drain();
     send_error_reply(m.source, h.call_id, h.function_id, wire::error_code::shutting_down,
                      "mpirpc::shutdown_error", self().name + " shut down before serving the call",
                      self().name);

@@ -75,10 +75,9 @@ private:
   void run_queued();
   bool try_take_slot() noexcept;
   void dispatch(incoming& message) noexcept;
-  void handle_request(incoming& message, const wire::header& h, const char* table);
-  void run_request(const incoming& message, const wire::header& h, const char* table,
-                   const function_entry& fn);
-  void handle_reply(incoming& message, const wire::header& h, const char* table);
+  void handle_request(incoming& message, const wire::header& h);
+  void run_request(const incoming& message, const wire::header& h, const function_entry& fn);
+  void handle_reply(incoming& message, const wire::header& h);
   void send_error_reply(int dest, std::uint64_t call_id, std::uint64_t function_id,
                         wire::error_code code, const std::string& type, const std::string& message,
                         const std::string& origin) noexcept;

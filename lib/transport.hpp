@@ -29,6 +29,8 @@ struct incoming {
   int source = -1;
   int tag = -1;
   std::vector<char> bytes;
+  /// Out-of-line buffers received ahead of decoding (only for requests that had to queue).
+  std::vector<std::vector<char>> prefetched;
 };
 
 class transport {

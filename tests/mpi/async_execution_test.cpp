@@ -192,3 +192,34 @@ TEST_CASE("a returned future destroyed before completing answers the caller with
     }
   }
 }
+
+namespace {
+std::size_t byte_count(std::vector<char> bytes) {
+  return bytes.size();
+}
+
+/// Blocks this worker's only server thread on a call to itself that carries a large buffer:
+/// the request must queue, and its buffer must not keep the caller stuck in the send.
+int blocking_large_self_call(int timeout_ms) {
+  const int me = mpirpc::get_worker_info().id;
+  try {
+    return static_cast<int>(
+        mpirpc::rpc_sync(me, byte_count, std::vector<char>(256 * 1024),
+                         mpirpc::timeout(std::chrono::milliseconds(timeout_ms))));
+  } catch (const mpirpc::timeout_error&) {
+    return -1;
+  }
+}
+} // namespace
+MPIRPC_REGISTER(byte_count);
+MPIRPC_REGISTER(blocking_large_self_call);
+
+TEST_CASE("a queued request with a large buffer does not hold its sender", "[async]") {
+  mpirpc::runtime rt(one_server_thread());
+  if (mpirpc_test::world_rank() == 1) {
+    // Without taking the buffer off the wire at queueing time, the nested send would never
+    // complete, its timeout could not release the handler, and shutdown would hang.
+    mpirpc_test::capture_stderr(
+        [] { CHECK(mpirpc::rpc_sync(1, blocking_large_self_call, 200) == -1); });
+  }
+}
