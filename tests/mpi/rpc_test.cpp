@@ -299,10 +299,11 @@ TEST_CASE("calling an unregistered function throws at the call site", "[rpc]") {
   CHECK_THROWS_WITH(mpirpc::rpc_sync(0, never_registered, 1), Catch::Contains("MPIRPC_REGISTER"));
 }
 
-TEST_CASE("a per-call timeout fails the future with timeout_error", "[rpc]") {
-  // Only the caller's timeout matters here: rank 0 calls a function that sleeps.
+TEST_CASE("a trailing timeout argument is taken as the call's timeout, not as an argument",
+          "[rpc]") {
+  // Calls that time out are tested in runtime_mpi_test and async_execution_test; here the
+  // trailing mpirpc::timeout must be peeled off the arguments (zero meaning none).
   mpirpc::runtime rt;
-  // (a sleeping handler is registered in runtime_mpi_test; here: timeout(0) means none)
   const int to = next_rank();
   CHECK(mpirpc::rpc_sync(to, add, 1, 2, mpirpc::timeout(std::chrono::seconds(0))) == 3);
   CHECK(mpirpc::rpc_async(to, add, 2, 2, mpirpc::timeout(std::chrono::seconds(5))).wait() == 4);
