@@ -82,11 +82,6 @@ std::uint64_t registry::digest() const {
   return h;
 }
 
-std::size_t registry::size() const {
-  std::lock_guard<std::mutex> lock(_mutex);
-  return _entries.size();
-}
-
 void registry::set_frozen(bool frozen) {
   std::lock_guard<std::mutex> lock(_mutex);
   _frozen = frozen;

@@ -43,7 +43,6 @@ public:
   std::string problems() const;
   /// A digest of the set of registered names, equal on ranks with equal registries.
   std::uint64_t digest() const;
-  std::size_t size() const;
 
   /// While frozen (a runtime runs) add() throws init_error.
   void set_frozen(bool frozen);

@@ -155,8 +155,6 @@ public:
       write_bytes(data, n);
     }
   }
-  std::vector<char>& buffer() { return _out; }
-
   /// Writes every buffer inline while the guard lives: for values whose storage will not
   /// outlive the send, such as a temporary made by converting an argument.
   class inline_only {

@@ -79,7 +79,6 @@ public:
     _sleepers.fetch_sub(1, std::memory_order_relaxed);
   }
 
-  bool has_error() const noexcept { return done() && static_cast<bool>(_error); }
   std::exception_ptr error() const noexcept { return done() ? _error : nullptr; }
 
   /// Completes the state with an error. Returns false (and changes nothing) if already done.
