@@ -61,11 +61,6 @@ constexpr auto promote_interval = std::chrono::microseconds(5000);
 /// How often the pending table is scanned for expired calls.
 constexpr auto timeout_scan_interval = std::chrono::milliseconds(1);
 
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch())
-      .count();
-}
-
 /// Receive buffers of this thread, one per nesting level: a handler run inline may wait on a
 /// future and so receive again while its own request's buffer is still in use.
 class buffer_lease {
@@ -620,15 +615,15 @@ void engine::handle_reply(incoming& message, const wire::header& h) {
   }
 }
 
-void engine::check_timeouts() noexcept {
-  const std::int64_t now = now_ns();
+void engine::check_timeouts(clock::time_point t) noexcept {
+  const std::int64_t now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   std::int64_t due = _next_timeout_check_ns.load(std::memory_order_relaxed);
   if (now < due) return;
   const std::int64_t next =
       now + std::chrono::duration_cast<std::chrono::nanoseconds>(timeout_scan_interval).count();
   if (!_next_timeout_check_ns.compare_exchange_strong(due, next)) return;
   if (_pending.size() == 0) return;
-  const auto t = clock::now();
   std::vector<pending_call> expired = _pending.take_expired(t);
   if (expired.empty()) return;
   progress_callback_scope scope;
@@ -736,8 +731,8 @@ void engine::lead() {
       last_activity = clock::now();
       continue;
     }
-    check_timeouts();
-    const auto now = clock::now();
+    const auto now = clock::now(); // one clock read per idle poll, shared with the timeouts
+    check_timeouts(now);
     const auto idle_for = now - last_activity;
     if (idle_for < _spin_window && _spinning_waiters.load(std::memory_order_relaxed) == 0) {
       cpu_relax(); // one pause: on recent x86 it alone takes ~100 cycles
@@ -805,8 +800,8 @@ void engine::wait(future_state_base& state) {
         continue;
       }
     }
-    check_timeouts();
     const auto now = clock::now();
+    check_timeouts(now);
     if (spinning) {
       if (now - start < _spin_window) {
         cpu_relax();

@@ -86,7 +86,8 @@ private:
                     const std::vector<segment>& segments);
   std::exception_ptr decode_error_reply(const char* payload, std::size_t size,
                                         const pending_call& call) const;
-  void check_timeouts() noexcept;
+  /// Fails expired calls; scans the table at most once per timeout_scan_interval.
+  void check_timeouts(std::chrono::steady_clock::time_point now) noexcept;
   void refuse_queued() noexcept;
   std::string function_name(std::uint64_t id) const;
   void log(const std::string& line) const noexcept;
