@@ -8,10 +8,11 @@
 //     tensor([2., 2.])
 //     tensor([4., 4.])
 //     tensor([4., 4.])
+//     tensor([4., 4.])
+//     tensor([4., 4.])
+//     tensor([4., 4.])
 //
-// Nothing else goes to stdout (diagnostics go to stderr). The three examples with RRef helpers
-// (rref.rpc_sync(), rref.rpc_async(), rref.remote()) need remote() and rref<T>, which mpirpc
-// does not have yet: their place is marked below.
+// Nothing else goes to stdout (diagnostics go to stderr).
 //
 // How torch's decorator maps to C++: a registered function whose result type is
 // mpirpc::future<T> is executed asynchronously on the callee; the reply is sent from the
@@ -101,9 +102,9 @@ public:
     return ret_fut;
   }
 
-  // A bound (non-static) method cannot be registered: mpirpc calls free and static member
-  // functions. Calling it on an object that lives on another worker needs an RRef to that
-  // object (rref<AsyncExecutionClass> and its helpers, to come). The seed never calls it.
+  // A bound (non-static) method runs on an object: registered with MPIRPC_REGISTER_METHOD, it
+  // is called through an rref to an instance, rref.rpc_sync(&AsyncExecutionClass::
+  // bound_async_add, ...). The seed defines it but never calls it.
   mpirpc::future<tensor> bound_async_add(std::string to, tensor x, double y, double z) {
     return mpirpc::rpc_async(to, add, x, y).then([z](mpirpc::future<tensor> fut) {
       return fut.wait() + z;
@@ -123,6 +124,10 @@ MPIRPC_REGISTER(script_add);
 MPIRPC_REGISTER_ASYNC(async_add);
 MPIRPC_REGISTER_ASYNC(AsyncExecutionClass::static_async_add);
 MPIRPC_REGISTER_ASYNC(AsyncExecutionClass::class_async_add);
+MPIRPC_REGISTER_METHOD(AsyncExecutionClass::bound_async_add);
+// torch's rpc.remote("worker1", AsyncExecutionClass) constructs an instance there: its
+// constructor is registered too.
+MPIRPC_REGISTER_CONSTRUCTOR(AsyncExecutionClass);
 
 namespace {
 
@@ -165,25 +170,28 @@ void run_examples() {
     print(ret); // prints tensor([4., 4.])
   }
 
-  // ---- RRef helpers: TO DO when remote() and rref<T> exist -------------------------------
-  // The seed's last three examples reuse AsyncExecutionClass through an RRef to an instance
-  // created on worker1, and each prints tensor([4., 4.]):
-  //
-  //     rref = rpc.remote("worker1", AsyncExecutionClass)
-  //     ret = rref.rpc_sync().static_async_add("worker2", torch.ones(2), 1, 2)
-  //     print(ret)  # prints tensor([4., 4.])
-  //
-  //     rref = rpc.remote("worker1", AsyncExecutionClass)
-  //     ret = rref.rpc_async().static_async_add("worker2", torch.ones(2), 1, 2).wait()
-  //     print(ret)  # prints tensor([4., 4.])
-  //
-  //     rref = rpc.remote("worker1", AsyncExecutionClass)
-  //     ret = rref.remote().static_async_add("worker2", torch.ones(2), 1, 2).to_here()
-  //     print(ret)  # prints tensor([4., 4.])
-  //
-  // Their C++ versions go here, in this order, once mpirpc has remote() and rref<T>; add their
-  // three lines to tests/apps/seed_examples_expected.txt at the same time.
-  // --------------------------------------------------------------------------------------
+  // RRef helpers. torch's rref.rpc_sync().static_async_add(...) becomes
+  // rref.rpc_sync(&AsyncExecutionClass::static_async_add, ...): the proxy's target is named
+  // by pointer, so the compiler checks it and its arguments. Each example creates an instance
+  // on worker1 (torch's rpc.remote("worker1", AsyncExecutionClass)), whose reference is
+  // dropped, and the instance destroyed on worker1, at the end of its block.
+  {
+    auto rref = mpirpc::remote("worker1", mpirpc::construct<AsyncExecutionClass>);
+    tensor ret = rref.rpc_sync(&AsyncExecutionClass::static_async_add, "worker2", ones(2), 1, 2);
+    print(ret); // prints tensor([4., 4.])
+  }
+  {
+    auto rref = mpirpc::remote("worker1", mpirpc::construct<AsyncExecutionClass>);
+    tensor ret =
+        rref.rpc_async(&AsyncExecutionClass::static_async_add, "worker2", ones(2), 1, 2).wait();
+    print(ret); // prints tensor([4., 4.])
+  }
+  {
+    auto rref = mpirpc::remote("worker1", mpirpc::construct<AsyncExecutionClass>);
+    tensor ret =
+        rref.remote(&AsyncExecutionClass::static_async_add, "worker2", ones(2), 1, 2).to_here();
+    print(ret); // prints tensor([4., 4.])
+  }
 }
 
 } // namespace

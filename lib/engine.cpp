@@ -185,6 +185,7 @@ engine::engine(const options& opts, std::unique_ptr<transport> t, std::vector<wo
       _spin_window(spin_allowed ? spin_window : std::chrono::microseconds(0)) {
   for (const auto& w : _workers)
     _rank_of_name.emplace(w.name, w.id);
+  _rrefs = std::make_unique<rref_table>(*this);
 }
 
 engine::~engine() {
@@ -242,11 +243,12 @@ void engine::log(const std::string& line) const noexcept {
 
 void engine::send_message(int dest, int tag, std::vector<char>& buffer, wire::kind kind,
                           std::uint64_t call_id, std::uint64_t function_id,
-                          const std::vector<segment>& segments) {
+                          const std::vector<segment>& segments, std::uint16_t flags) {
   wire::header h{};
   h.magic = wire::magic;
   h.version = wire::version;
   h.kind = static_cast<std::uint8_t>(kind);
+  h.flags = flags;
   h.segment_count = static_cast<std::uint32_t>(segments.size());
   h.data_tag = segments.empty() ? 0 : _transport->next_data_tag();
   h.call_id = call_id;
@@ -303,19 +305,14 @@ private:
   bool _admitted;
 };
 
-void engine::send_request(const destination& to, raw_function fn, request_buffers& request,
-                          std::shared_ptr<reply_sink> sink, double timeout_s) {
+void engine::send_request(int dest, const function_entry& fn, std::uint16_t flags,
+                          request_buffers& request, std::shared_ptr<reply_sink> sink,
+                          double timeout_s) {
   const admission admitted(*this);
   if (!admitted) {
     throw shutdown_error("mpirpc: the RPC runtime has shut down; no further calls can be made");
   }
-  const int dest = resolve(to);
-  const function_entry* entry = registry::instance().by_pointer(fn);
-  if (!entry) {
-    throw unknown_function_error(
-        "mpirpc: the function passed to rpc_sync/rpc_async is not registered on this rank; "
-        "register it with MPIRPC_REGISTER(function) at namespace scope");
-  }
+  const function_entry* entry = &fn;
   if (timeout_s < 0) timeout_s = _default_timeout_s;
   pending_call call;
   call.sink = std::move(sink);
@@ -332,7 +329,7 @@ void engine::send_request(const destination& to, raw_function fn, request_buffer
   const std::uint64_t id = _pending.insert(std::move(call));
   try {
     send_message(dest, wire::tag_request, request.payload, wire::kind::request, id, entry->id,
-                 request.segments);
+                 request.segments, flags);
   } catch (...) {
     _pending.take(id);
     throw;
@@ -362,6 +359,18 @@ void engine::send_reply_value(reply_token& token, save_fn save, const void* valu
   const hold_release release{token, _held_replies};
   const admission admitted(*this);
   if (!admitted) return; // a late reply of an async handler after shutdown
+  // rrefs in the result give weight to the reply: kept if it is sent, given back if not.
+  struct fork_guard {
+    std::size_t mark = rref_table::fork_log_mark();
+    bool sent = false;
+    ~fork_guard() {
+      if (sent) {
+        rref_table::fork_log_commit(mark);
+      } else {
+        rref_table::fork_log_undo(mark);
+      }
+    }
+  } forks;
   std::vector<char>& buffer = reply_buffer();
   std::vector<segment> segments;
   const char* failed = nullptr;
@@ -380,6 +389,7 @@ void engine::send_reply_value(reply_token& token, save_fn save, const void* valu
     try {
       send_message(token.source, wire::tag_reply, buffer, wire::kind::reply_value, token.call_id,
                    token.function_id, segments);
+      forks.sent = true;
       return;
     } catch (...) {
       failed = "sent";
@@ -545,7 +555,11 @@ void engine::run_request(const incoming& message, const wire::header& h, const f
   token.function_id = h.function_id;
   token.owner = this;
   try {
-    fn.invoke(fn.fn, in, token);
+    if (h.flags != 0) {
+      _rrefs->serve(h.flags, fn, in, token);
+    } else {
+      fn.invoke(fn.fn, in, token);
+    }
   } catch (const argument_error& e) {
     segments.drain();
     send_error_reply(token.source, token.call_id, token.function_id,
@@ -565,18 +579,48 @@ void engine::run_request(const incoming& message, const wire::header& h, const f
   _requests_served.fetch_add(1, std::memory_order_relaxed);
 }
 
+void engine::post(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lock(_queue_mutex);
+    _tasks.push_back(std::move(task));
+    _queued.fetch_add(1, std::memory_order_seq_cst);
+  }
+  std::lock_guard<std::mutex> lock(_follow_mutex);
+  _follow_cv.notify_one();
+  _standby_cv.notify_one();
+}
+
 void engine::run_queued() {
   while (_queued.load(std::memory_order_seq_cst) > 0 && try_take_slot()) {
     incoming message;
+    std::function<void()> task;
     {
       std::lock_guard<std::mutex> lock(_queue_mutex);
-      if (_queue.empty()) {
+      if (!_queue.empty()) {
+        message = std::move(_queue.front());
+        _queue.pop_front();
+      } else if (!_tasks.empty()) {
+        task = std::move(_tasks.front());
+        _tasks.pop_front();
+      } else {
         _running_handlers.fetch_sub(1, std::memory_order_seq_cst);
         return;
       }
-      message = std::move(_queue.front());
-      _queue.pop_front();
       _queued.fetch_sub(1, std::memory_order_seq_cst);
+    }
+    if (task) {
+      try {
+        task();
+      } catch (const std::exception& e) {
+        _failed_tasks.fetch_add(1, std::memory_order_relaxed);
+        log(std::string("a deferred call failed: ") + e.what());
+      } catch (...) {
+        _failed_tasks.fetch_add(1, std::memory_order_relaxed);
+        log("a deferred call failed with a non-standard exception");
+      }
+      task = nullptr;
+      _running_handlers.fetch_sub(1, std::memory_order_seq_cst);
+      continue;
     }
     wire::header h;
     std::memcpy(&h, message.bytes.data(), sizeof h);
@@ -857,9 +901,11 @@ void engine::quiesce() {
 void engine::refuse_queued() noexcept {
   // Requests that never got a handler slot are answered, so that their callers do not wait.
   std::deque<incoming> unserved;
+  std::deque<std::function<void()>> tasks; // dropped: their replies can no longer be sent
   {
     std::lock_guard<std::mutex> lock(_queue_mutex);
     unserved.swap(_queue);
+    tasks.swap(_tasks);
     _queued.store(0, std::memory_order_seq_cst);
   }
   for (const incoming& m : unserved) {
@@ -914,6 +960,8 @@ runtime_stats engine::stats() const {
   s.late_replies_dropped = _late_replies.load();
   s.malformed_messages = _malformed.load();
   s.timeouts = _timeouts.load();
+  s.rref_owned_objects = _rrefs->owned_objects();
+  s.rref_references = _rrefs->references();
   return s;
 }
 

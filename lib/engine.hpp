@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -21,6 +22,7 @@
 
 #include "pending_calls.hpp"
 #include "registry.hpp"
+#include "rref_table.hpp"
 #include "transport.hpp"
 #include "wire.hpp"
 
@@ -44,11 +46,21 @@ public:
   int resolve(const destination& to) const;
 
   // ---- calls (any thread)
-  void send_request(const destination& to, raw_function fn, request_buffers& request,
-                    std::shared_ptr<reply_sink> sink, double timeout_s);
+  /// Sends a request for `fn` with the given wire flags (see rpc.hpp's on_rref/creates_rref).
+  void send_request(int dest, const function_entry& fn, std::uint16_t flags,
+                    request_buffers& request, std::shared_ptr<reply_sink> sink, double timeout_s);
   void send_reply_value(reply_token& token, save_fn save, const void* value) noexcept;
   void send_reply_error(reply_token& token, std::exception_ptr error) noexcept;
   void hold_reply(reply_token& token) noexcept;
+
+  /// Runs `task` on a server thread (a handler slot), after the requests already queued.
+  /// Dropped unrun if the engine stops first.
+  void post(std::function<void()> task);
+
+  /// The remote references of this session.
+  rref_table& rrefs() noexcept { return *_rrefs; }
+
+  void log(const std::string& line) const noexcept;
 
   /// Blocks until `state` is done, polling for replies meanwhile.
   void wait(future_state_base& state);
@@ -83,14 +95,13 @@ private:
                         const std::string& origin) noexcept;
   void send_message(int dest, int tag, std::vector<char>& buffer, wire::kind kind,
                     std::uint64_t call_id, std::uint64_t function_id,
-                    const std::vector<segment>& segments);
+                    const std::vector<segment>& segments, std::uint16_t flags = 0);
   std::exception_ptr decode_error_reply(const char* payload, std::size_t size,
                                         const pending_call& call) const;
   /// Fails expired calls; scans the table at most once per timeout_scan_interval.
   void check_timeouts(std::chrono::steady_clock::time_point now) noexcept;
   void refuse_queued() noexcept;
   std::string function_name(std::uint64_t id) const;
-  void log(const std::string& line) const noexcept;
 
   // configuration and identity
   const int _num_handlers;
@@ -103,6 +114,7 @@ private:
   const std::chrono::microseconds _spin_window; ///< zero: never spin
 
   pending_calls _pending;
+  std::unique_ptr<rref_table> _rrefs;
 
   // termination-detection counters (messages on the control communicator)
   std::atomic<std::uint64_t> _sent{0};
@@ -117,10 +129,12 @@ private:
   std::atomic<std::uint64_t> _late_replies{0};
   std::atomic<std::uint64_t> _malformed{0};
   std::atomic<std::uint64_t> _timeouts{0};
+  std::atomic<std::uint64_t> _failed_tasks{0};
 
   // requests waiting for a handler slot
   std::mutex _queue_mutex;
   std::deque<incoming> _queue;
+  std::deque<std::function<void()>> _tasks; ///< posted work, run like queued requests
   std::atomic<int> _queued{0};
   std::atomic<bool> _warned_pool_exhausted{false};
 
@@ -149,5 +163,8 @@ private:
   std::atomic<int> _callers_inside{0};
   std::atomic<bool> _stopped{false};
 };
+
+/// The engine of the running session; throws shutdown_error when none runs (runtime.cpp).
+engine& running_engine();
 
 } // namespace mpirpc::detail

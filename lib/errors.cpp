@@ -81,6 +81,13 @@ exception_description describe_exception(std::exception_ptr e) noexcept {
   return d;
 }
 
+std::exception_ptr unserializable_result_error(const char* type_name) {
+  return std::make_exception_ptr(serialization_error(
+      "mpirpc: the result type " + demangle(type_name) +
+      " is not serializable and cannot be sent back; keep such results on the callee with "
+      "remote()"));
+}
+
 void report_callback_exception(std::exception_ptr e) noexcept {
   const exception_description d = describe_exception(e);
   std::fprintf(stderr, "mpirpc: a future's done-callback raised %s: %s (ignored)\n", d.type.c_str(),

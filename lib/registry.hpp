@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 #include <unordered_map>
 #include <vector>
 
@@ -20,8 +21,11 @@ namespace mpirpc::detail {
 struct function_entry {
   std::string name;
   std::uint64_t id = 0;
-  raw_function fn = nullptr;
-  invoker_fn invoke = nullptr;
+  raw_function fn = nullptr;       ///< null for a member function
+  invoker_fn invoke = nullptr;     ///< serves a plain request
+  binder_fn bind = nullptr;        ///< decodes a call to run later (rref calls, remote()); may be null
+  std::string member;              ///< a member function's pointer, as bytes
+  const std::type_info* self_type = nullptr; ///< a member function's class
 };
 
 /// FNV-1a of the name: a function's identity on the wire.
@@ -34,9 +38,12 @@ public:
   /// Adds a function. Conflicts (one name, two functions; two names with one hash) are
   /// remembered and reported by problems(), so that static registration never throws
   /// (add() throws only while frozen, which static registration never is).
-  void add(std::string_view name, raw_function fn, invoker_fn invoke);
+  void add(std::string_view name, raw_function fn, invoker_fn invoke, binder_fn bind);
+  void add_method(std::string_view name, std::string member, invoker_fn invoke, binder_fn bind,
+                  const std::type_info& self_type);
 
   const function_entry* by_pointer(raw_function fn) const noexcept;
+  const function_entry* by_member(const void* member, std::size_t size) const;
   const function_entry* by_id(std::uint64_t id) const noexcept;
 
   /// Conflicting registrations, one per line; empty when there are none.
@@ -48,10 +55,15 @@ public:
   void set_frozen(bool frozen);
 
 private:
+  /// Adds `entry` unless its name is taken; returns the entry now under that name's id, or
+  /// null when the name was refused. Locked.
+  const function_entry* insert(function_entry entry, bool same_target);
+
   mutable std::mutex _mutex;
   bool _frozen = false;
   std::deque<function_entry> _entries;
   std::unordered_map<raw_function, const function_entry*> _by_pointer;
+  std::unordered_map<std::string, const function_entry*> _by_member;
   std::unordered_map<std::uint64_t, const function_entry*> _by_id;
   std::vector<std::string> _problems;
 };

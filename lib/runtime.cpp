@@ -32,17 +32,6 @@ std::vector<std::unique_ptr<engine>> g_engines;
 bool g_ever_started = false;
 bool g_mpi_is_ours = false;
 
-engine& running_engine() {
-  engine* e = g_engine.load(std::memory_order_acquire);
-  if (!e) {
-    throw shutdown_error(g_ever_started
-                             ? "mpirpc: the RPC runtime has been shut down; call init_rpc() to "
-                               "start a new session"
-                             : "mpirpc: the RPC runtime is not running; call "
-                               "mpirpc::init_rpc() (or construct an mpirpc::runtime) first");
-  }
-  return *e;
-}
 
 void finalize_mpi_at_exit() {
   mpirpc::shutdown(false);
@@ -208,18 +197,54 @@ std::vector<worker_info> agree_on_workers(transport& t, const std::string& name,
 
 } // namespace
 
+engine& running_engine() {
+  engine* e = g_engine.load(std::memory_order_acquire);
+  if (!e) {
+    throw shutdown_error(g_ever_started
+                             ? "mpirpc: the RPC runtime has been shut down; call init_rpc() to "
+                               "start a new session"
+                             : "mpirpc: the RPC runtime is not running; call "
+                               "mpirpc::init_rpc() (or construct an mpirpc::runtime) first");
+  }
+  return *e;
+}
+
 // ---- entry points of the public templates
 
 request_buffers& begin_request() {
   thread_local request_buffers buffers;
+  rref_table::fork_log_undo(0); // what a request abandoned by an exception had taken
   buffers.payload.resize(sizeof(wire::header));
   buffers.segments.clear();
   return buffers;
 }
 
-void send_request(const destination& to, raw_function fn, request_buffers& request,
-                  std::shared_ptr<reply_sink> sink, double timeout_s) {
-  running_engine().send_request(to, fn, request, std::move(sink), timeout_s);
+void abandon_request() noexcept {
+  rref_table::fork_log_undo(0);
+}
+
+void send_call(const destination& to, const call_target& target, std::uint16_t flags,
+               request_buffers& request, std::shared_ptr<reply_sink> sink, double timeout_s) {
+  try {
+    engine& e = running_engine();
+    const int dest = e.resolve(to);
+    const function_entry* entry =
+        target.member ? registry::instance().by_member(target.member, target.member_size)
+                      : registry::instance().by_pointer(target.fn);
+    if (!entry) {
+      throw unknown_function_error(
+          target.member
+              ? "mpirpc: the member function called through an rref is not registered on this "
+                "rank; register it with MPIRPC_REGISTER_METHOD(Class::method) at namespace scope"
+              : "mpirpc: the function passed to rpc_sync/rpc_async/remote is not registered on "
+                "this rank; register it with MPIRPC_REGISTER(function) at namespace scope");
+    }
+    e.send_request(dest, *entry, flags, request, std::move(sink), timeout_s);
+  } catch (...) {
+    rref_table::fork_log_undo(0);
+    throw;
+  }
+  rref_table::fork_log_commit(0);
 }
 
 namespace {
@@ -345,8 +370,11 @@ void shutdown(bool graceful) {
       std::fprintf(stderr, "mpirpc: %s\n", reason.c_str());
     }
   }
+  const std::string leftovers = e->rrefs().leftovers();
+  if (!leftovers.empty()) e->log(leftovers);
   g_engine.store(nullptr, std::memory_order_release);
   e->stop(reason);
+  e->rrefs().clear();
   registry::instance().set_frozen(false);
 }
 

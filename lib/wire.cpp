@@ -21,6 +21,8 @@ std::string validate(const char* data, std::size_t size, int tag, header& out) {
     return "reply tag with a non-reply kind";
   }
   if (tag != tag_request && tag != tag_reply) return "unknown tag " + std::to_string(tag);
+  if (out.flags & ~request_flags_known) return "unknown flags " + std::to_string(out.flags);
+  if (out.flags != 0 && k != kind::request) return "flags on a reply";
   if (out.segment_count > max_segments) {
     return std::to_string(out.segment_count) + " segments exceed the limit of " +
            std::to_string(max_segments);

@@ -31,6 +31,13 @@ enum class error_code : std::uint8_t {
   malformed = 5,        ///< the request was malformed: serialization_error
 };
 
+/// Request flags: the payload starts with the id of the object the call runs on
+/// (request_on_rref) and/or the id and weight of the object it creates (request_creates_rref).
+/// Same values as rpc.hpp's on_rref / creates_rref.
+constexpr std::uint16_t request_on_rref = 1;
+constexpr std::uint16_t request_creates_rref = 2;
+constexpr std::uint16_t request_flags_known = request_on_rref | request_creates_rref;
+
 /// Limits checked on every received header.
 constexpr std::uint32_t max_segments = 4096;
 
@@ -42,7 +49,7 @@ struct header {
   std::uint32_t magic;
   std::uint8_t version;
   std::uint8_t kind;
-  std::uint16_t reserved;
+  std::uint16_t flags; ///< requests only: request_flag bits; zero otherwise
   std::uint32_t segment_count;
   std::uint32_t data_tag;
   std::uint64_t call_id;

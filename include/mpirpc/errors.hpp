@@ -80,6 +80,13 @@ public:
   using error::error;
 };
 
+/// rref::local_value() was called away from the reference's owner; the message names the
+/// owner and the caller.
+class not_owner_error : public error {
+public:
+  using error::error;
+};
+
 /// An MPI call failed. Carries the MPI error code and MPI_Error_string's text.
 class mpi_error : public error {
 public:

@@ -15,9 +15,12 @@
 // callee lacks fails with unknown_function_error naming it. Register before init_rpc():
 // registering while a runtime runs throws init_error.
 //
-// Free functions and static member functions of any signature whose parameters and result are
+// Free functions and static member functions of any signature whose parameters are
 // serializable (see serialization.hpp) qualify; parameters are taken by value or by const
-// reference.
+// reference. rpc_sync and rpc_async also need a serializable result (checked where they are
+// called); remote() does not, since the result stays on the callee (see rref.hpp).
+// Member functions are called through an rref to the object (MPIRPC_REGISTER_METHOD), and
+// constructors through remote() (MPIRPC_REGISTER_CONSTRUCTOR).
 //
 // Async execution (torch's @rpc.functions.async_execution). A function whose result type is
 // mpirpc::future<T> runs asynchronously on the callee: the handler returns as soon as it has
@@ -39,6 +42,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <mpirpc/detail/invoke.hpp>
 
@@ -48,9 +52,10 @@ namespace mpirpc {
 /// Registering the same function twice under one name is harmless; two different functions
 /// under one name make init_rpc fail with init_error (on every rank) naming it.
 template <class R, class... P> void register_function(std::string_view name, R (*fn)(P...)) {
-  detail::check_function_signature<R, P...>();
+  detail::check_registration<R, P...>();
   detail::register_raw_function(name, reinterpret_cast<detail::raw_function>(fn),
-                                &detail::invoke_handler<R, P...>);
+                                &detail::invoke_handler<R, P...>,
+                                &detail::bind_call<R (*)(P...), R, void, P...>);
 }
 template <class R, class... P>
 void register_function(std::string_view name, R (*fn)(P...) noexcept) {
@@ -72,6 +77,17 @@ template <class R, class... P> constexpr auto async_execution(R (*fn)(P...) noex
   return fn;
 }
 
+/// Constructs a T from `args`: the function that remote() runs to build an object on another
+/// worker, torch's rpc.remote("worker1", SomeClass). Register each constructor signature used
+/// remotely with MPIRPC_REGISTER_CONSTRUCTOR(T, P...), then
+///
+///     mpirpc::rref<counter> c = mpirpc::remote("worker1", mpirpc::construct<counter, int>, 5);
+///
+/// T must be move-constructible; it need not be serializable (it stays on its owner).
+template <class T, class... P> T construct(P... args) {
+  return T(std::move(args)...);
+}
+
 /// The registered name of `fn`, or an empty string if it is not registered.
 template <class F> std::string registered_name(F* fn) {
   return detail::registered_name_of(reinterpret_cast<detail::raw_function>(fn));
@@ -88,6 +104,17 @@ template <class F> std::string registered_name(F* fn) {
 /// Registers an async-execution function (one returning mpirpc::future<T>) under its spelled
 /// name; anything else fails to compile.
 #define MPIRPC_REGISTER_ASYNC(fn) MPIRPC_REGISTER_AS(#fn, ::mpirpc::async_execution(fn))
+
+/// Registers a member function, callable through an rref to an object of its class:
+/// MPIRPC_REGISTER_METHOD(counter::add), then rref.rpc_sync(&counter::add, 5). Const and
+/// non-const member functions qualify; one returning mpirpc::future<T> runs asynchronously.
+#define MPIRPC_REGISTER_METHOD(method) MPIRPC_REGISTER_AS(#method, &method)
+
+/// Registers the constructor T(P...) for remote(to, mpirpc::construct<T, P...>, args...):
+/// MPIRPC_REGISTER_CONSTRUCTOR(counter) for the default constructor,
+/// MPIRPC_REGISTER_CONSTRUCTOR(counter, int) for counter(int).
+#define MPIRPC_REGISTER_CONSTRUCTOR(...)                                                           \
+  MPIRPC_REGISTER_AS("mpirpc::construct<" #__VA_ARGS__ ">", &::mpirpc::construct<__VA_ARGS__>)
 
 /// Registers a function under an explicit name (for overloads or renames).
 #define MPIRPC_REGISTER_AS(name, fn)                                                               \

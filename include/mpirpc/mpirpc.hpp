@@ -6,6 +6,7 @@
 #include <mpirpc/functions.hpp>
 #include <mpirpc/future.hpp>
 #include <mpirpc/rpc.hpp>
+#include <mpirpc/rref.hpp>
 #include <mpirpc/runtime.hpp>
 #include <mpirpc/serialization.hpp>
 #include <mpirpc/worker.hpp>

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <tuple>
 #include <type_traits>
@@ -95,10 +96,41 @@ struct request_buffers {
   std::vector<segment> segments;
 };
 request_buffers& begin_request();
-/// Resolves the destination and function, then sends. Throws at the call site for an unknown
+
+/// What a request calls: a registered function, or a registered member function (`member`
+/// points at its member-function pointer of `member_size` bytes).
+struct call_target {
+  raw_function fn = nullptr;
+  const void* member = nullptr;
+  std::size_t member_size = 0;
+};
+
+/// Request flags (see docs/wire.md): the payload starts with the id of the object the call
+/// runs on (on_rref) and/or with the id and weight of the object the call creates
+/// (creates_rref), before the arguments.
+inline constexpr std::uint16_t on_rref = 1;
+inline constexpr std::uint16_t creates_rref = 2;
+
+/// Resolves the destination and target, then sends. Throws at the call site for an unknown
 /// worker or function or a stopped runtime. `timeout_s` < 0 means the runtime's default.
-void send_request(const destination& to, raw_function fn, request_buffers& request,
-                  std::shared_ptr<reply_sink> sink, double timeout_s);
+void send_call(const destination& to, const call_target& target, std::uint16_t flags,
+               request_buffers& request, std::shared_ptr<reply_sink> sink, double timeout_s);
+inline void send_request(const destination& to, raw_function fn, request_buffers& request,
+                         std::shared_ptr<reply_sink> sink, double timeout_s) {
+  send_call(to, call_target{fn, nullptr, 0}, 0, request, std::move(sink), timeout_s);
+}
+
+/// Thrown while a request is built when an rref argument has no reference weight left to
+/// give (rref.hpp): the request is built again once `replenished` completes.
+struct rref_weight_exhausted : serialization_error {
+  explicit rref_weight_exhausted(future<void> f)
+      : serialization_error("mpirpc: an rref has no reference weight left to give away; its "
+                            "owner has been asked for more"),
+        replenished(std::move(f)) {}
+  future<void> replenished;
+};
+/// A request under construction will not be sent: gives back what its rrefs gave it.
+void abandon_request() noexcept;
 
 template <class... Args> struct last_is_timeout : std::false_type {};
 template <class A> struct last_is_timeout<A> : std::is_same<std::decay_t<A>, timeout> {};
@@ -112,50 +144,108 @@ template <std::size_t I, class Arg, class P> constexpr bool check_argument() {
   return true;
 }
 
+/// The types of the first arguments of a forwarded argument tuple (a trailing timeout cut).
+template <class Tuple, class Seq> struct arguments_of_impl;
+template <class Tuple, std::size_t... I>
+struct arguments_of_impl<Tuple, std::index_sequence<I...>> {
+  using type = std::tuple<std::tuple_element_t<I, Tuple>...>;
+};
+template <class Tuple, class Seq>
+using arguments_of = typename arguments_of_impl<std::decay_t<Tuple>, Seq>::type;
+
+/// Checks at compile time that the arguments fit the parameters (count and conversions);
+/// true when they do.
+template <class Params, class ArgTuple, std::size_t... I>
+constexpr bool arguments_fit(std::index_sequence<I...>) {
+  static_assert(std::tuple_size_v<Params> == sizeof...(I),
+                "mpirpc: wrong number of arguments for this remote function");
+  if constexpr (std::tuple_size_v<Params> == sizeof...(I)) {
+    static_assert((check_argument<I, std::tuple_element_t<I, ArgTuple>,
+                                  std::tuple_element_t<I, Params>>() &&
+                   ... && true));
+    return (std::is_convertible_v<std::tuple_element_t<I, ArgTuple>,
+                                  std::decay_t<std::tuple_element_t<I, Params>>> &&
+            ... && true);
+  } else {
+    return false;
+  }
+}
+
 template <class P, class Arg> void save_argument(writer& w, Arg&& arg) {
   using V = std::decay_t<P>;
   if constexpr (std::is_same_v<std::decay_t<Arg>, V>) {
     codec<V>::save(w, arg);
   } else {
-    const V converted(std::forward<Arg>(arg));
+    // Converted from a const reference where possible: a request may be built twice (see
+    // rref_weight_exhausted), so the argument must not be moved from.
+    const V converted = [&]() -> V {
+      if constexpr (std::is_convertible_v<const std::decay_t<Arg>&, V>) {
+        return V(static_cast<const std::decay_t<Arg>&>(arg));
+      } else {
+        return V(std::forward<Arg>(arg));
+      }
+    }();
     // `converted` dies before the message is sent: nothing of it may travel out of line.
     const writer::inline_only guard(w);
     codec<V>::save(w, converted);
   }
 }
 
+/// Builds and sends one request whose reply holds a Result: `prefix(w)` writes what comes
+/// before the arguments (see the flags). Precondition: arguments_fit<Params, ArgTuple>.
+template <class Params, class Result, class ArgTuple, class Prefix, std::size_t... I>
+future<Result> issue_call(const destination& to, const call_target& target, std::uint16_t flags,
+                          Prefix&& prefix, ArgTuple&& args, double timeout_s,
+                          std::index_sequence<I...>) {
+  for (;;) {
+    try {
+      request_buffers& request = begin_request();
+      writer w(request.payload, &request.segments);
+      prefix(w);
+      (save_argument<std::tuple_element_t<I, Params>>(
+           w, std::forward<std::tuple_element_t<I, std::decay_t<ArgTuple>>>(std::get<I>(args))),
+       ...);
+      auto state = std::make_shared<call_state<Result>>();
+      send_call(to, target, flags, request, state, timeout_s);
+      return make_future_from_state<Result>(
+          std::shared_ptr<future_state<Result>>(std::move(state)));
+    } catch (rref_weight_exhausted& e) {
+      abandon_request();
+      e.replenished.wait(); // then build the request again
+    } catch (...) {
+      abandon_request();
+      throw;
+    }
+  }
+}
+
+/// Calls f(arguments as a tuple, timeout in seconds, index sequence of the arguments), with a
+/// trailing mpirpc::timeout taken off the arguments (-1: none given).
+template <class F, class... Args> decltype(auto) split_timeout(F&& f, Args&&... args) {
+  auto all = std::forward_as_tuple(std::forward<Args>(args)...);
+  if constexpr (last_is_timeout<Args...>::value) {
+    const double t = std::get<sizeof...(Args) - 1>(all).seconds;
+    return f(std::move(all), t, std::make_index_sequence<sizeof...(Args) - 1>{});
+  } else {
+    return f(std::move(all), -1.0, std::make_index_sequence<sizeof...(Args)>{});
+  }
+}
+
 template <class Fn, class ArgTuple, std::size_t... I>
 auto call_async(const destination& to, Fn fn, ArgTuple&& args, double timeout_s,
-                std::index_sequence<I...>) {
+                std::index_sequence<I...> seq) {
   using traits = function_traits<Fn>;
   using params = typename traits::parameters;
   using R = typename traits::result_type;
   using T = unwrap_future_t<R>;
-  static_assert(traits::arity == sizeof...(I),
-                "mpirpc: wrong number of arguments for this remote function");
-  if constexpr (traits::arity == sizeof...(I)) {
-    static_assert((check_argument<I, std::tuple_element_t<I, std::decay_t<ArgTuple>>,
-                                  std::tuple_element_t<I, params>>() &&
-                   ... && true));
-    constexpr bool convertible =
-        (std::is_convertible_v<std::tuple_element_t<I, std::decay_t<ArgTuple>>,
-                               std::decay_t<std::tuple_element_t<I, params>>> &&
-         ... && true);
-    check_function_signature<R>();
-    if constexpr (!convertible) {
-      return future<T>(); // unreachable: the static_assert above already failed
-    } else {
-      request_buffers& request = begin_request();
-      writer w(request.payload, &request.segments);
-      (save_argument<std::tuple_element_t<I, params>>(
-           w, std::forward<std::tuple_element_t<I, std::decay_t<ArgTuple>>>(std::get<I>(args))),
-       ...);
-      auto state = std::make_shared<call_state<T>>();
-      send_request(to, reinterpret_cast<raw_function>(fn), request, state, timeout_s);
-      return make_future_from_state<T>(std::shared_ptr<future_state<T>>(std::move(state)));
-    }
+  using Args = arguments_of<ArgTuple, std::index_sequence<I...>>;
+  check_function_signature<R>();
+  if constexpr (!arguments_fit<params, Args>(seq)) {
+    return future<T>(); // unreachable: a static_assert above already failed
   } else {
-    return future<T>();
+    return issue_call<params, T>(
+        to, call_target{reinterpret_cast<raw_function>(fn), nullptr, 0}, 0, [](writer&) {},
+        std::forward<ArgTuple>(args), timeout_s, seq);
   }
 }
 
@@ -164,13 +254,11 @@ auto rpc_async_dispatch(const destination& to, Fn fn, Args&&... args) {
   static_assert(function_traits<Fn>::is_function,
                 "mpirpc: the function argument must be a registered free function or static "
                 "member function (a function pointer)");
-  auto all = std::forward_as_tuple(std::forward<Args>(args)...);
-  if constexpr (last_is_timeout<Args...>::value) {
-    const double t = std::get<sizeof...(Args) - 1>(all).seconds;
-    return call_async(to, fn, std::move(all), t, std::make_index_sequence<sizeof...(Args) - 1>{});
-  } else {
-    return call_async(to, fn, std::move(all), -1.0, std::make_index_sequence<sizeof...(Args)>{});
-  }
+  return split_timeout(
+      [&](auto&& all, double t, auto seq) {
+        return call_async(to, fn, std::forward<decltype(all)>(all), t, seq);
+      },
+      std::forward<Args>(args)...);
 }
 
 } // namespace detail

@@ -75,6 +75,8 @@ struct runtime_stats {
   std::uint64_t late_replies_dropped = 0;
   std::uint64_t malformed_messages = 0;
   std::uint64_t timeouts = 0;
+  std::uint64_t rref_owned_objects = 0; ///< objects this worker owns that references keep alive
+  std::uint64_t rref_references = 0;    ///< rref records alive on this worker (any owner)
 };
 
 /// Starts the runtime on this rank. Collective over options.comm.

@@ -10,40 +10,25 @@
 #include <string_view>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 
+#include <mpirpc/detail/bound_call.hpp>
 #include <mpirpc/future.hpp>
 #include <mpirpc/serialization.hpp>
 
 namespace mpirpc::detail {
 
-using raw_function = void (*)();
-
-/// Identifies the request a reply answers. Copyable; a continuation may keep it.
-struct reply_token {
-  int source = -1;
-  std::uint64_t call_id = 0;
-  std::uint64_t function_id = 0;
-  void* owner = nullptr; ///< the runtime (engine) the request arrived at
-  bool held = false;     ///< true once hold_reply() made the reply outlive the handler
-};
-
-using save_fn = void (*)(writer&, const void*);
 using invoker_fn = void (*)(raw_function, reader&, reply_token&);
 
 // Implemented in lib/.
-void register_raw_function(std::string_view name, raw_function fn, invoker_fn invoke);
+void register_raw_function(std::string_view name, raw_function fn, invoker_fn invoke,
+                           binder_fn bind);
+/// A member function: `member` points at its member-function pointer (`size` bytes), which
+/// identifies it at the caller; `self_type` is its class.
+void register_raw_method(std::string_view name, const void* member, std::size_t size,
+                         invoker_fn invoke, binder_fn bind, const std::type_info& self_type);
 std::string registered_name_of(raw_function fn);
-void send_reply_value(reply_token& token, save_fn save, const void* value) noexcept;
-void send_reply_error(reply_token& token, std::exception_ptr error) noexcept;
-/// Called by an async-execution handler: the reply will be sent later, from a continuation.
-void hold_reply(reply_token& token) noexcept;
-/// Rethrows the current exception as the error "the arguments could not be deserialized".
-[[noreturn]] void rethrow_argument_error();
-
-template <class T> void save_erased(writer& w, const void* value) {
-  codec<T>::save(w, *static_cast<const T*>(value));
-}
 
 template <class P> struct check_parameter {
   using value_type = std::decay_t<P>;
@@ -63,53 +48,38 @@ template <class P> struct check_parameter {
   static constexpr bool ok = true;
 };
 
-template <class R> struct check_result {
+/// What every registered function's result must be: a value (or void, or a future).
+template <class R> struct check_result_shape {
   using value_type = unwrap_future_t<R>;
   static_assert(!std::is_reference_v<R> && !std::is_pointer_v<R>,
                 "mpirpc: a remote function must return a value (or void, or mpirpc::future<T>), "
                 "not a reference or pointer");
+  static constexpr bool ok = true;
+};
+
+/// What a result must be to travel back to a caller (rpc_sync, rpc_async). A function whose
+/// result does not travel can still be registered and run by remote(), which keeps the result
+/// on the callee.
+template <class R> struct check_result {
+  using value_type = unwrap_future_t<R>;
+  static_assert(check_result_shape<R>::ok);
   static_assert(std::is_void_v<value_type> || is_serializable_v<value_type>,
                 "mpirpc: the result type of this remote function is not serializable; make it "
                 "trivially copyable, or give it a Boost.Serialization serialize() function (see "
-                "mpirpc/serialization.hpp)");
+                "mpirpc/serialization.hpp), or keep the result where it is made with remote()");
   static_assert(std::is_void_v<value_type> || std::is_default_constructible_v<value_type>,
                 "mpirpc: a remote function's result type must be default-constructible");
   static constexpr bool ok = true;
 };
 
+/// The checks of a call that brings the result back (rpc_sync, rpc_async).
 template <class R, class... P> constexpr void check_function_signature() {
   static_assert(check_result<R>::ok && (check_parameter<P>::ok && ... && true));
 }
-
-template <class T>
-void reply_with_future_outcome(reply_token& token, const future<T>& done) noexcept {
-  if (auto e = state_of(done)->error()) {
-    send_reply_error(token, e);
-  } else if constexpr (std::is_void_v<T>) {
-    send_reply_value(token, nullptr, nullptr);
-  } else {
-    send_reply_value(token, &save_erased<T>, &state_of(done)->stored_value());
-  }
+/// The checks of a registration: parameters must travel, the result need not.
+template <class R, class... P> constexpr void check_registration() {
+  static_assert(check_result_shape<R>::ok && (check_parameter<P>::ok && ... && true));
 }
-
-/// The reply an async-execution handler owes. If the future it returned is destroyed without
-/// ever completing, its callback (which owns this) is destroyed unrun: the destructor then
-/// answers the caller with an error instead of leaving it waiting.
-struct async_reply {
-  explicit async_reply(const reply_token& t) : token(t) {}
-  async_reply(const async_reply&) = delete;
-  async_reply& operator=(const async_reply&) = delete;
-  ~async_reply() {
-    if (!sent) {
-      send_reply_error(token, std::make_exception_ptr(future_error(
-                                  "mpirpc: the future returned by this async-execution function "
-                                  "was destroyed before it completed; keep it (or whatever "
-                                  "completes it) alive until it is completed")));
-    }
-  }
-  reply_token token;
-  bool sent = false;
-};
 
 /// Decodes the arguments, calls the function and replies (now, or from the continuation of
 /// the future the function returns). Exceptions escape to the runtime, which replies with
@@ -126,34 +96,42 @@ void invoke_handler(raw_function raw, reader& in, reply_token& token) {
   } catch (...) {
     rethrow_argument_error();
   }
-  if constexpr (std::is_void_v<R>) {
-    std::apply(fn, std::move(args));
-    send_reply_value(token, nullptr, nullptr);
-  } else if constexpr (is_future_v<R>) {
-    R result = std::apply(fn, std::move(args));
-    hold_reply(token);
-    auto reply = std::make_shared<async_reply>(token);
-    result.add_done_callback([reply](const R& done) {
-      reply->sent = true;
-      reply_with_future_outcome(reply->token, done);
-    });
-  } else {
-    const R result = std::apply(fn, std::move(args));
-    send_reply_value(token, &save_erased<R>, &result);
-  }
+  run_and_reply<R>([&]() -> R { return std::apply(fn, std::move(args)); }, token);
 }
 
-/// Static registration helper behind MPIRPC_REGISTER.
+/// A member function reached without an object (only a forged or mismatched request can).
+[[noreturn]] void method_without_object(raw_function, reader&, reply_token& token);
+
+/// Static registration helper behind MPIRPC_REGISTER and MPIRPC_REGISTER_METHOD.
 struct registrar {
   template <class R, class... P> registrar(std::string_view name, R (*fn)(P...)) {
-    check_function_signature<R, P...>();
-    while (!name.empty() && (name.front() == '&' || name.front() == ' '))
-      name.remove_prefix(1);
-    register_raw_function(name, reinterpret_cast<raw_function>(fn), &invoke_handler<R, P...>);
+    check_registration<R, P...>();
+    register_raw_function(trim(name), reinterpret_cast<raw_function>(fn),
+                          &invoke_handler<R, P...>, &bind_call<R (*)(P...), R, void, P...>);
   }
   template <class R, class... P>
   registrar(std::string_view name, R (*fn)(P...) noexcept)
       : registrar(name, reinterpret_cast<R (*)(P...)>(fn)) {}
+
+  template <class M, std::enable_if_t<member_traits<M>::is_member, int> = 0>
+  registrar(std::string_view name, M method) {
+    register_method(trim(name), method, static_cast<typename member_traits<M>::parameters*>(nullptr));
+  }
+
+private:
+  static std::string_view trim(std::string_view name) {
+    while (!name.empty() && (name.front() == '&' || name.front() == ' '))
+      name.remove_prefix(1);
+    return name;
+  }
+  template <class M, class... P> static void register_method(std::string_view name, M method, std::tuple<P...>*) {
+    using traits = member_traits<M>;
+    using R = typename traits::result_type;
+    using C = typename traits::class_type;
+    check_registration<R, P...>();
+    register_raw_method(name, &method, sizeof method, &method_without_object,
+                        &bind_call<M, R, C, P...>, typeid(C));
+  }
 };
 
 } // namespace mpirpc::detail

@@ -1,0 +1,776 @@
+// SPDX-License-Identifier: MIT
+// Remote references: the owner's objects, the reference records and the weighted reference
+// counting protocol of include/mpirpc/rref.hpp (message sequences in docs/rref.md).
+#include "rref_table.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+
+#include <mpirpc/errors.hpp>
+
+#include "engine.hpp"
+#include "errors_internal.hpp"
+
+namespace mpirpc::detail {
+
+namespace {
+
+/// Weight a creation carries: the creator's record starts with it.
+constexpr std::uint64_t initial_weight = std::uint64_t(1) << 48;
+/// Most weight one fork carries; a record gives half of its weight when it has less.
+constexpr std::uint64_t max_fork_weight = std::uint64_t(1) << 32;
+/// A record whose weight falls below this asks its owner for more ...
+constexpr std::uint64_t low_weight = std::uint64_t(1) << 20;
+/// ... this much.
+constexpr std::uint64_t replenish_weight = std::uint64_t(1) << 40;
+/// Most weight a single message may claim to carry (a larger one is malformed).
+constexpr std::uint64_t max_message_weight = initial_weight;
+
+/// Wire form of a reference inside a payload.
+struct wire_rref {
+  std::uint64_t id;
+  std::uint32_t owner;
+  std::uint32_t flags; ///< bit 0: the sender knew the owner confirmed the object
+  std::uint64_t weight;
+};
+static_assert(sizeof(wire_rref) == 24, "rref wire layout changed");
+
+/// Weight taken from records for messages being built on this thread (see fork_log_mark).
+struct fork_entry {
+  std::shared_ptr<rref_record> record;
+  std::uint64_t weight;
+};
+std::vector<fork_entry>& fork_log() {
+  thread_local std::vector<fork_entry> log;
+  return log;
+}
+
+// The internal functions are identified by these markers' addresses (never called).
+void rref_fetch_marker() {}
+void rref_release_marker() {}
+void rref_replenish_marker() {}
+
+rref_table& table_of(const reply_token& token) {
+  return static_cast<engine*>(token.owner)->rrefs();
+}
+void fetch_invoker(raw_function, reader& in, reply_token& token) {
+  table_of(token).serve_fetch(in, token);
+}
+void release_invoker(raw_function, reader& in, reply_token& token) {
+  table_of(token).serve_release(in, token);
+}
+void replenish_invoker(raw_function, reader& in, reply_token& token) {
+  table_of(token).serve_replenish(in, token);
+}
+
+/// Registers the protocol's functions on every rank alike (this file is always linked: the
+/// engine calls into it).
+const bool rref_functions_registered = [] {
+  register_raw_function("mpirpc::rref::to_here", &rref_fetch_marker, &fetch_invoker, nullptr);
+  register_raw_function("mpirpc::rref::release", &rref_release_marker, &release_invoker, nullptr);
+  register_raw_function("mpirpc::rref::replenish", &rref_replenish_marker, &replenish_invoker,
+                        nullptr);
+  return true;
+}();
+
+const function_entry& internal_entry(raw_function marker) {
+  const function_entry* e = registry::instance().by_pointer(marker);
+  if (!e) throw error("mpirpc: internal function missing from the registry");
+  return *e;
+}
+
+/// Reports the failure of a release or replenish, which nobody waits for.
+class logging_sink final : public reply_sink {
+public:
+  logging_sink(engine& e, std::string what) : _engine(e), _what(std::move(what)) {}
+  void on_reply(reader&) noexcept override {}
+  void on_error(std::exception_ptr error) noexcept override {
+    _engine.log(_what + " failed: " + describe_exception(error).message);
+  }
+
+private:
+  engine& _engine;
+  std::string _what;
+};
+
+std::string hex(std::uint64_t id) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%d:%llu", static_cast<int>(id >> 40),
+                static_cast<unsigned long long>(id & ((std::uint64_t(1) << 40) - 1)));
+  return text;
+}
+
+} // namespace
+
+const function_entry& rref_fetch_entry() {
+  static const function_entry& e = internal_entry(&rref_fetch_marker);
+  return e;
+}
+const function_entry& rref_release_entry() {
+  static const function_entry& e = internal_entry(&rref_release_marker);
+  return e;
+}
+const function_entry& rref_replenish_entry() {
+  static const function_entry& e = internal_entry(&rref_replenish_marker);
+  return e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records
+
+rref_record::~rref_record() {
+  table->drop(*this);
+}
+
+rref_table::rref_table(engine& e) : _engine(e) {}
+
+rref_table::~rref_table() = default;
+
+std::shared_ptr<rref_record> rref_table::new_record(int owner) {
+  if (stopped()) throw shutdown_error("mpirpc: the RPC runtime has shut down");
+  std::lock_guard<std::mutex> lock(_mutex);
+  const std::uint64_t id =
+      (static_cast<std::uint64_t>(_engine.self().id) << 40) | (_next_sequence++);
+  auto r = std::make_shared<rref_record>(*this, id, owner, owner == _engine.self().id,
+                                         initial_weight);
+  _records[id] = r;
+  return r;
+}
+
+void rref_table::track_creation(const std::shared_ptr<rref_record>& r, future<void> created,
+                                std::shared_ptr<rref_record> self) {
+  {
+    std::lock_guard<std::mutex> lock(_mutex);
+    r->has_creation = true;
+    r->created = created;
+  }
+  std::weak_ptr<rref_record> weak = r;
+  created.add_done_callback([weak, self](const future<void>& done) {
+    auto record = weak.lock();
+    if (!record) return;
+    try {
+      done.value();
+      record->confirmed = true;
+    } catch (const unknown_function_error&) {
+      // Refused before the owner's rref layer saw it: no weight was registered there.
+      std::lock_guard<std::mutex> lock(record->table->_mutex);
+      record->holds_weight = false;
+    } catch (const timeout_error&) {
+    } catch (...) {
+      record->confirmed = true; // the owner answered: it knows the object (and its error)
+    }
+  });
+}
+
+void rref_table::creation_not_sent(rref_record& r) noexcept {
+  std::lock_guard<std::mutex> lock(_mutex);
+  r.holds_weight = false;
+}
+
+void rref_table::check_usable(const rref_record& r) const {
+  if (stopped()) {
+    throw shutdown_error("mpirpc: this rref belongs to an RPC session that has shut down");
+  }
+  future<void> created;
+  {
+    std::lock_guard<std::mutex> lock(_mutex);
+    if (!r.has_creation) return;
+    created = r.created;
+  }
+  if (created.done()) created.value(); // rethrows a failed or timed-out creation
+}
+
+void rref_table::save(writer& w, const std::shared_ptr<rref_record>& r) {
+  if (!r) {
+    w.write_plain(wire_rref{0, 0, 0, 0});
+    return;
+  }
+  if (r->table != this || stopped()) {
+    throw shutdown_error("mpirpc: an rref of an RPC session that has shut down cannot be sent");
+  }
+  std::uint64_t give = 0;
+  bool ask = false;
+  {
+    std::lock_guard<std::mutex> lock(_mutex);
+    if (r->owner_is_self) {
+      give = max_fork_weight; // the owner mints weight: counted before it leaves
+      object(r->id)->weight += static_cast<std::int64_t>(give);
+    } else {
+      if (r->weight < 2) {
+        if (!r->replenishing) {
+          r->replenishing = true;
+          r->replenished = future<void>();
+          ask = true;
+        }
+      } else {
+        give = std::min(r->weight / 2, max_fork_weight);
+        r->weight -= give;
+        if (r->weight < low_weight && !r->replenishing) {
+          r->replenishing = true;
+          r->replenished = future<void>();
+          ask = true;
+        }
+      }
+    }
+    if (give) fork_log().push_back(fork_entry{r, give});
+  }
+  if (ask) start_replenish(r);
+  if (give == 0) {
+    future<void> replenished;
+    {
+      std::lock_guard<std::mutex> lock(_mutex);
+      replenished = r->replenished;
+    }
+    throw rref_weight_exhausted(replenished);
+  }
+  w.write_plain(wire_rref{r->id, static_cast<std::uint32_t>(r->owner),
+                          r->confirmed.load() || r->owner_is_self ? 1u : 0u, give});
+}
+
+std::shared_ptr<rref_record> rref_table::load(reader& in) {
+  const auto v = in.read_plain<wire_rref>();
+  if (v.id == 0) {
+    if (v.weight != 0) in.fail("an empty rref carries weight");
+    return nullptr;
+  }
+  const auto workers = _engine.workers().size();
+  if (v.owner >= workers) in.fail("rref owner " + std::to_string(v.owner) + " is no worker");
+  if (v.weight == 0 || v.weight > max_message_weight) {
+    in.fail("rref weight " + std::to_string(v.weight) + " out of range");
+  }
+  if (v.flags > 1) in.fail("bad rref flags");
+  if (stopped()) throw shutdown_error("mpirpc: the RPC runtime has shut down");
+  std::lock_guard<std::mutex> lock(_mutex);
+  std::weak_ptr<rref_record>& slot = _records[v.id];
+  if (auto r = slot.lock()) {
+    if (r->owner != static_cast<int>(v.owner)) in.fail("rref owner differs from a known record");
+    r->weight += v.weight;
+    if (v.flags & 1) r->confirmed = true;
+    return r;
+  }
+  const int owner = static_cast<int>(v.owner);
+  auto r = std::make_shared<rref_record>(*this, v.id, owner, owner == _engine.self().id, v.weight);
+  r->confirmed = (v.flags & 1) != 0 || r->owner_is_self;
+  slot = r;
+  return r;
+}
+
+void rref_table::drop(rref_record& r) noexcept {
+  std::uint64_t weight = 0;
+  {
+    std::lock_guard<std::mutex> lock(_mutex);
+    auto it = _records.find(r.id);
+    if (it != _records.end() && it->second.expired()) _records.erase(it);
+    if (r.holds_weight) weight = r.weight;
+    r.weight = 0;
+  }
+  if (weight == 0) return;
+  if (stopped()) {
+    _dropped_after_stop.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (r.owner_is_self) {
+    release_owned(r.id, weight);
+    return;
+  }
+  try {
+    send_internal(r.owner, rref_release_entry(), r.id, weight,
+                  std::make_shared<logging_sink>(_engine, "releasing rref " + hex(r.id) + " on " +
+                                                              _engine.workers()[r.owner].name));
+  } catch (const std::exception& e) {
+    _engine.log("could not release rref " + hex(r.id) + " (its object on " +
+                _engine.workers()[r.owner].name + " stays alive): " + e.what());
+  }
+}
+
+void rref_table::start_replenish(const std::shared_ptr<rref_record>& r) {
+  class replenish_sink final : public reply_sink {
+  public:
+    explicit replenish_sink(std::shared_ptr<rref_record> r) : _r(std::move(r)) {}
+    void on_reply(reader&) noexcept override { finish(true, nullptr); }
+    void on_error(std::exception_ptr e) noexcept override { finish(false, e); }
+
+  private:
+    void finish(bool ok, std::exception_ptr e) noexcept {
+      future<void> done;
+      {
+        std::lock_guard<std::mutex> lock(_r->table->_mutex);
+        if (ok) _r->weight += replenish_weight;
+        _r->replenishing = false;
+        done = _r->replenished;
+      }
+      try {
+        if (ok) {
+          done.set_result();
+        } else {
+          done.set_exception(e);
+        }
+      } catch (...) {
+      }
+    }
+    std::shared_ptr<rref_record> _r; // keeps the record (and its weight) until answered
+  };
+  auto sink = std::make_shared<replenish_sink>(r);
+  try {
+    send_internal(r->owner, rref_replenish_entry(), r->id, replenish_weight, sink);
+  } catch (...) {
+    sink->on_error(std::current_exception());
+  }
+}
+
+void rref_table::send_internal(int dest, const function_entry& fn, std::uint64_t id,
+                               std::uint64_t weight, std::shared_ptr<reply_sink> sink) {
+  request_buffers request; // not the thread's scratch: a request may be under construction
+  request.payload.resize(sizeof(wire::header));
+  writer w(request.payload);
+  w.write_plain(id);
+  w.write_plain(weight);
+  _engine.send_request(dest, fn, 0, request, std::move(sink), -1.0);
+}
+
+std::size_t rref_table::fork_log_mark() noexcept {
+  return fork_log().size();
+}
+
+void rref_table::fork_log_commit(std::size_t mark) noexcept {
+  auto& log = fork_log();
+  if (mark < log.size()) log.resize(mark);
+}
+
+void rref_table::fork_log_undo(std::size_t mark) noexcept {
+  auto& log = fork_log();
+  while (log.size() > mark) {
+    fork_entry e = std::move(log.back());
+    log.pop_back();
+    rref_table& t = *e.record->table;
+    if (e.record->owner_is_self) {
+      t.release_owned(e.record->id, e.weight);
+    } else {
+      std::lock_guard<std::mutex> lock(t._mutex);
+      e.record->weight += e.weight;
+    }
+  }
+}
+
+std::shared_ptr<void> rref_table::local_object(const rref_record& r, const std::type_info& type,
+                                               bool wait) {
+  std::shared_ptr<owned_object> o;
+  future<void> settled;
+  {
+    std::lock_guard<std::mutex> lock(_mutex);
+    auto it = _owned.find(r.id);
+    if (it == _owned.end()) {
+      if (stopped()) throw shutdown_error("mpirpc: this rref's RPC session has shut down");
+      throw error("mpirpc: rref " + hex(r.id) + " names no object on its owner " +
+                  _engine.self().name);
+    }
+    o = it->second;
+    settled = o->settled;
+  }
+  if (!settled.done()) {
+    if (!wait) return nullptr;
+    settled.wait();
+  }
+  std::lock_guard<std::mutex> lock(_mutex);
+  if (o->status == owned_object::state::failed) std::rethrow_exception(o->error);
+  if (!o->type || *o->type != type) {
+    throw error("mpirpc: rref " + hex(r.id) + " holds a " +
+                (o->type ? demangle(o->type->name()) : std::string("(nothing)")) + ", not a " +
+                demangle(type.name()));
+  }
+  return o->value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Owner side
+
+std::shared_ptr<owned_object>& rref_table::object(std::uint64_t id) {
+  std::shared_ptr<owned_object>& o = _owned[id];
+  if (!o) o = std::make_shared<owned_object>(*this, id);
+  return o;
+}
+
+std::shared_ptr<owned_object> rref_table::take_if_dead(std::uint64_t id) {
+  auto it = _owned.find(id);
+  if (it == _owned.end()) return nullptr;
+  owned_object& o = *it->second;
+  if (o.registered && o.weight < 0) {
+    _engine.log("rref " + hex(id) + ": released more weight than it was given (protocol error)");
+  }
+  if (!o.registered || o.weight > 0 || o.status == owned_object::state::pending) return nullptr;
+  std::shared_ptr<owned_object> dead = std::move(it->second);
+  _owned.erase(it);
+  return dead;
+}
+
+void rref_table::release_owned(std::uint64_t id, std::uint64_t weight) noexcept {
+  std::shared_ptr<owned_object> dead;
+  {
+    std::lock_guard<std::mutex> lock(_mutex);
+    if (stopped() && _owned.find(id) == _owned.end()) return;
+    object(id)->weight -= static_cast<std::int64_t>(weight);
+    dead = take_if_dead(id);
+  }
+  // `dead` (and the user's object) is destroyed here, outside the lock.
+}
+
+void owned_object::set_value(std::shared_ptr<void> v, const std::type_info& type,
+                             save_fn save) noexcept {
+  table.settle(*this, std::move(v), &type, save, nullptr);
+}
+
+void owned_object::set_error(std::exception_ptr e) noexcept {
+  table.settle(*this, nullptr, nullptr, nullptr, std::move(e));
+}
+
+void rref_table::settle(owned_object& o, std::shared_ptr<void> value, const std::type_info* type,
+                        save_fn save, std::exception_ptr error) noexcept {
+  std::vector<std::function<void(const std::shared_ptr<owned_object>&)>> waiting;
+  std::shared_ptr<owned_object> self;
+  std::shared_ptr<owned_object> dead;
+  {
+    std::lock_guard<std::mutex> lock(_mutex);
+    if (o.status != owned_object::state::pending) return;
+    if (error) {
+      o.status = owned_object::state::failed;
+      o.error = std::move(error);
+    } else {
+      o.status = owned_object::state::ready;
+      o.value = std::move(value);
+      o.type = type;
+      o.save = save;
+    }
+    waiting.swap(o.waiting);
+    self = o.shared_from_this();
+    dead = take_if_dead(o.id);
+  }
+  try {
+    o.settled.set_result();
+  } catch (...) {
+  }
+  for (auto& task : waiting) {
+    // On a server thread: settling may happen on a progress-path continuation, where a
+    // user's member function must not run (it may block).
+    _engine.post([task = std::move(task), self] { task(self); });
+  }
+}
+
+void rref_table::when_settled(std::uint64_t id,
+                              std::function<void(const std::shared_ptr<owned_object>&)> task) {
+  std::shared_ptr<owned_object> o;
+  {
+    std::lock_guard<std::mutex> lock(_mutex);
+    o = object(id);
+  }
+  when_settled(o, std::move(task));
+}
+
+void rref_table::when_settled(const std::shared_ptr<owned_object>& o,
+                              std::function<void(const std::shared_ptr<owned_object>&)> task) {
+  {
+    std::lock_guard<std::mutex> lock(_mutex);
+    if (o->status == owned_object::state::pending) {
+      o->waiting.push_back(std::move(task));
+      return;
+    }
+  }
+  task(o);
+}
+
+namespace {
+std::uint64_t read_id(reader& in) {
+  const auto id = in.read_plain<std::uint64_t>();
+  if (id == 0) in.fail("rref id 0");
+  return id;
+}
+} // namespace
+
+void rref_table::serve(std::uint16_t flags, const function_entry& fn, reader& in,
+                       reply_token& token) {
+  std::uint64_t new_id = 0;
+  std::uint64_t weight = 0;
+  std::uint64_t self_id = 0;
+  try {
+    if (flags & creates_rref) {
+      new_id = read_id(in);
+      weight = in.read_plain<std::uint64_t>();
+      if (weight == 0 || weight > max_message_weight) in.fail("creation weight out of range");
+    }
+    if (flags & on_rref) self_id = read_id(in);
+  } catch (...) {
+    rethrow_argument_error();
+  }
+  // The creation's weight counts from here on, whatever happens to the call.
+  std::shared_ptr<owned_object> created;
+  if (flags & creates_rref) {
+    std::lock_guard<std::mutex> lock(_mutex);
+    created = object(new_id);
+    if (created->registered) in.fail("rref " + hex(new_id) + " created twice");
+    created->registered = true;
+    created->weight += static_cast<std::int64_t>(weight);
+  }
+  std::shared_ptr<bound_call> call;
+  try {
+    if (!fn.bind) {
+      throw error("mpirpc: '" + fn.name + "' cannot be called through an rref or by remote()");
+    }
+    call = fn.bind(fn.fn, fn.member.empty() ? nullptr : fn.member.data(), in);
+  } catch (...) {
+    if (!created) throw;
+    created->set_error(std::current_exception());
+    throw;
+  }
+  hold_reply(token); // answered below, now or once the object the call runs on exists
+  auto run = [call, token, created, this](void* self) mutable {
+    if (created) {
+      call->store(self, created);
+      when_settled(created, [token](const std::shared_ptr<owned_object>& o) mutable {
+        if (o->status == owned_object::state::failed) {
+          send_reply_error(token, o->error);
+        } else {
+          send_reply_value(token, nullptr, nullptr);
+        }
+      });
+      return;
+    }
+    try {
+      call->reply(self, token);
+    } catch (...) {
+      send_reply_error(token, std::current_exception());
+    }
+  };
+  if (!(flags & on_rref)) {
+    run(nullptr);
+    return;
+  }
+  const std::type_info* self_type = fn.self_type;
+  const std::string name = fn.name;
+  when_settled(self_id, [run, token, created, self_type, name,
+                         this](const std::shared_ptr<owned_object>& o) mutable {
+    std::exception_ptr failure;
+    if (o->status == owned_object::state::failed) {
+      failure = o->error;
+    } else if (self_type && (!o->type || *o->type != *self_type)) {
+      failure = std::make_exception_ptr(
+          error("mpirpc: '" + name + "' is a member of " + demangle(self_type->name()) +
+                ", but the rref's object on " + _engine.self().name + " is a " +
+                (o->type ? demangle(o->type->name()) : std::string("(nothing)"))));
+    }
+    if (!failure) {
+      run(o->value.get());
+      return;
+    }
+    if (created) created->set_error(failure);
+    send_reply_error(token, failure);
+  });
+}
+
+void rref_table::serve_fetch(reader& in, reply_token& token) {
+  std::uint64_t id = 0;
+  try {
+    id = read_id(in);
+    if (in.remaining() != 0) in.fail("unexpected bytes after the rref id");
+  } catch (...) {
+    rethrow_argument_error();
+  }
+  hold_reply(token);
+  when_settled(id, [token, this](const std::shared_ptr<owned_object>& o) mutable {
+    if (o->status == owned_object::state::failed) {
+      send_reply_error(token, o->error);
+    } else if (!o->save) {
+      send_reply_error(token, unserializable_result_error(o->type ? o->type->name() : "?"));
+    } else {
+      send_reply_value(token, o->save, o->value.get());
+    }
+    (void)this;
+  });
+}
+
+void rref_table::serve_release(reader& in, reply_token& token) {
+  std::uint64_t id = 0;
+  std::uint64_t weight = 0;
+  try {
+    id = read_id(in);
+    weight = in.read_plain<std::uint64_t>();
+    if (weight == 0 || weight > (std::uint64_t(1) << 62)) in.fail("release weight out of range");
+    if (in.remaining() != 0) in.fail("unexpected bytes after a release");
+  } catch (...) {
+    rethrow_argument_error();
+  }
+  release_owned(id, weight);
+  send_reply_value(token, nullptr, nullptr);
+}
+
+void rref_table::serve_replenish(reader& in, reply_token& token) {
+  std::uint64_t id = 0;
+  std::uint64_t weight = 0;
+  try {
+    id = read_id(in);
+    weight = in.read_plain<std::uint64_t>();
+    if (weight != replenish_weight) in.fail("replenish weight out of range");
+    if (in.remaining() != 0) in.fail("unexpected bytes after a replenish request");
+  } catch (...) {
+    rethrow_argument_error();
+  }
+  {
+    std::lock_guard<std::mutex> lock(_mutex);
+    object(id)->weight += static_cast<std::int64_t>(weight);
+  }
+  send_reply_value(token, nullptr, nullptr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle
+
+std::uint64_t rref_table::owned_objects() const {
+  std::lock_guard<std::mutex> lock(_mutex);
+  std::uint64_t n = 0;
+  for (const auto& [id, o] : _owned)
+    n += o->registered ? 1 : 0;
+  return n;
+}
+
+std::uint64_t rref_table::references() const {
+  std::lock_guard<std::mutex> lock(_mutex);
+  std::uint64_t n = 0;
+  for (const auto& [id, r] : _records)
+    n += r.expired() ? 0 : 1;
+  return n;
+}
+
+std::string rref_table::leftovers() const {
+  std::lock_guard<std::mutex> lock(_mutex);
+  std::map<std::string, int> by_owner;
+  int references = 0;
+  for (const auto& [id, weak] : _records) {
+    if (auto r = weak.lock()) {
+      ++references;
+      ++by_owner[_engine.workers()[static_cast<std::size_t>(r->owner)].name];
+    }
+  }
+  int owned = 0;
+  int placeholders = 0;
+  for (const auto& [id, o] : _owned)
+    (o->registered ? owned : placeholders) += 1;
+  std::string out;
+  if (references > 0) {
+    out += std::to_string(references) + " rref(s) still alive at shutdown (owners:";
+    for (const auto& [name, n] : by_owner)
+      out += " " + name + " x" + std::to_string(n);
+    out += "); they can no longer be used";
+  }
+  if (owned > 0) {
+    out += std::string(out.empty() ? "" : "; ") + std::to_string(owned) +
+           " object(s) owned here still referenced at shutdown; destroyed now";
+  }
+  if (placeholders > 0) {
+    out += std::string(out.empty() ? "" : "; ") + std::to_string(placeholders) +
+           " reference(s) to objects whose creation never arrived";
+  }
+  return out;
+}
+
+void rref_table::clear() noexcept {
+  std::unordered_map<std::uint64_t, std::shared_ptr<owned_object>> owned;
+  std::vector<std::function<void(const std::shared_ptr<owned_object>&)>> waiting;
+  {
+    std::lock_guard<std::mutex> lock(_mutex);
+    _stopped.store(true, std::memory_order_release);
+    owned.swap(_owned);
+    for (auto& [id, o] : owned) {
+      for (auto& task : o->waiting)
+        waiting.push_back(std::move(task));
+      o->waiting.clear();
+    }
+  }
+  // The objects (and calls that waited for them) are destroyed here, outside the lock: their
+  // destructors may drop rrefs, which takes the lock.
+}
+
+// ---------------------------------------------------------------------------------------------
+// The seam used by the public templates (rref.hpp)
+
+namespace {
+rref_table& table_of(const rref_record& r) {
+  return *r.table;
+}
+} // namespace
+
+std::shared_ptr<rref_record> rref_new_record(const destination& owner) {
+  engine& e = running_engine();
+  return e.rrefs().new_record(e.resolve(owner));
+}
+
+void rref_write_new(writer& w, const rref_record& r) {
+  w.write_plain(r.id);
+  w.write_plain(initial_weight);
+}
+
+void rref_write_self(writer& w, const rref_record& r) {
+  w.write_plain(r.id);
+}
+
+void rref_track_creation(const std::shared_ptr<rref_record>& r, future<void> created,
+                         std::shared_ptr<rref_record> self) {
+  table_of(*r).track_creation(r, std::move(created), std::move(self));
+}
+
+void rref_creation_not_sent(rref_record& r) noexcept {
+  table_of(r).creation_not_sent(r);
+}
+
+int rref_owner_rank(const rref_record& r) noexcept {
+  return r.owner;
+}
+
+worker_info rref_owner_info(const rref_record& r) {
+  return table_of(r).owner_engine().workers()[static_cast<std::size_t>(r.owner)];
+}
+
+bool rref_is_owner(const rref_record& r) noexcept {
+  return r.owner_is_self;
+}
+
+bool rref_confirmed(const rref_record& r) noexcept {
+  return r.owner_is_self || r.confirmed.load();
+}
+
+void rref_mark_confirmed(rref_record& r) noexcept {
+  r.confirmed = true;
+}
+
+void rref_check_usable(const rref_record& r) {
+  table_of(r).check_usable(r);
+}
+
+std::shared_ptr<void> rref_local_object(const rref_record& r, const std::type_info& type,
+                                        bool wait) {
+  return table_of(r).local_object(r, type, wait);
+}
+
+void rref_throw_not_owner(const rref_record& r) {
+  const engine& e = table_of(r).owner_engine();
+  throw not_owner_error("mpirpc: rref::local_value() called on " + e.self().name +
+                        ", but the value lives on its owner " +
+                        e.workers()[static_cast<std::size_t>(r.owner)].name +
+                        "; use to_here() for a copy or call it through rref.rpc_sync()");
+}
+
+raw_function rref_fetch_function() noexcept {
+  return &rref_fetch_marker;
+}
+
+void rref_save(writer& w, const std::shared_ptr<rref_record>& r) {
+  if (!r) {
+    w.write_plain(wire_rref{0, 0, 0, 0});
+    return;
+  }
+  table_of(*r).save(w, r);
+}
+
+std::shared_ptr<rref_record> rref_load(reader& in) {
+  return running_engine().rrefs().load(in);
+}
+
+} // namespace mpirpc::detail
