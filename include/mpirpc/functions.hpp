@@ -114,7 +114,9 @@ template <class F> std::string registered_name(F* fn) {
 /// MPIRPC_REGISTER_CONSTRUCTOR(counter) for the default constructor,
 /// MPIRPC_REGISTER_CONSTRUCTOR(counter, int) for counter(int).
 #define MPIRPC_REGISTER_CONSTRUCTOR(...)                                                           \
-  MPIRPC_REGISTER_AS("mpirpc::construct<" #__VA_ARGS__ ">", &::mpirpc::construct<__VA_ARGS__>)
+  static const ::mpirpc::detail::registrar MPIRPC_DETAIL_CAT(mpirpc_registrar_, __COUNTER__) {     \
+    "mpirpc::construct<" #__VA_ARGS__ ">", &::mpirpc::construct<__VA_ARGS__>                       \
+  }
 
 /// Registers a function under an explicit name (for overloads or renames).
 #define MPIRPC_REGISTER_AS(name, fn)                                                               \

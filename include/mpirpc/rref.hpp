@@ -207,15 +207,15 @@ public:
 
   /// The value itself; only on the owner (else not_owner_error). Waits until it exists.
   T& local_value() const {
-    const auto& r = record();
+    const auto& r = *record();
     if (!detail::rref_is_owner(r)) detail::rref_throw_not_owner(r);
     return *static_cast<T*>(detail::rref_local_object(r, typeid(T), true).get());
   }
 
-  worker_info owner() const { return detail::rref_owner_info(record()); }
+  worker_info owner() const { return detail::rref_owner_info(*record()); }
   std::string owner_name() const { return owner().name; }
-  bool is_owner() const { return detail::rref_is_owner(record()); }
-  bool confirmed_by_owner() const { return detail::rref_confirmed(record()); }
+  bool is_owner() const { return detail::rref_is_owner(*record()); }
+  bool confirmed_by_owner() const { return detail::rref_confirmed(*record()); }
 
   /// Calls `target(args...)` on the owner (a member function: on the object) and waits.
   template <class M, class... Args> auto rpc_sync(M target, Args&&... args) const {

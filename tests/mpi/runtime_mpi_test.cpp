@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <string>
@@ -32,6 +33,18 @@ int sleepy(int milliseconds) {
   return milliseconds;
 }
 
+/// An object kept by rrefs; counts its live instances on this rank.
+struct tracked {
+  static std::atomic<int> live;
+  int value = 0;
+  tracked() { ++live; }
+  explicit tracked(int v) : value(v) { ++live; }
+  tracked(const tracked& other) : value(other.value) { ++live; }
+  ~tracked() { --live; }
+  template <class Archive> void serialize(Archive& ar, unsigned) { ar& value; }
+};
+std::atomic<int> tracked::live{0};
+
 } // namespace
 
 MPIRPC_REGISTER(add);
@@ -40,6 +53,7 @@ MPIRPC_REGISTER_AS("parked_count", mpirpc_test::parked_count);
 MPIRPC_REGISTER(whoami);
 MPIRPC_REGISTER(world_rank_of);
 MPIRPC_REGISTER(sleepy);
+MPIRPC_REGISTER_CONSTRUCTOR(tracked, int);
 
 namespace {
 
@@ -483,4 +497,41 @@ TEST_CASE("many calls timing out together are each counted once and their replie
   mpirpc_test::barrier(); // every rank has read its counters before the next call arrives
   // The runtime is healthy afterwards.
   CHECK(mpirpc::rpc_sync(to, add, 3, 4) == 7);
+}
+
+TEST_CASE("rrefs alive at graceful shutdown are reported with their owners, then unusable",
+          "[runtime][rref]") {
+  const int to = next_rank();
+  mpirpc::rref<tracked> kept;
+  const std::string report = mpirpc_test::capture_stderr([&] {
+    mpirpc::runtime rt;
+    kept = mpirpc::remote(to, mpirpc::construct<tracked, int>, 7);
+    CHECK(kept.to_here().value == 7);
+    rt.shutdown(); // every rank keeps its reference across it
+  });
+  // Each rank holds one reference (owned by the next rank) and owns one object (referenced by
+  // the previous rank).
+  CHECK_THAT(report, Contains("1 rref(s) still alive at shutdown (owners: " + worker(to) + " x1)"));
+  CHECK_THAT(report, Contains("1 object(s) owned here still referenced at shutdown"));
+  CHECK(tracked::live == 0); // the owner destroyed it when its runtime stopped
+  CHECK_THROWS_AS(kept.to_here(), mpirpc::shutdown_error);
+  CHECK_THROWS_WITH(kept.rpc_sync(&sleepy, 0), Contains("shut down"));
+  CHECK(kept.owner_name() == worker(to)); // the identity stays readable
+  kept = mpirpc::rref<tracked>(); // dropping it now sends nothing
+}
+
+TEST_CASE("graceful shutdown waits for the releases of rrefs dropped just before it",
+          "[runtime][rref]") {
+  const int to = next_rank();
+  const std::string report = mpirpc_test::capture_stderr([&] {
+    mpirpc::runtime rt;
+    for (int i = 0; i < 20; ++i) {
+      auto r = mpirpc::remote(to, mpirpc::construct<tracked, int>, i);
+      auto copy = r;
+      if (i % 2) CHECK(copy.to_here().value == i);
+    } // each drop sends a release; shutdown must wait until the owners processed them
+    rt.shutdown();
+  });
+  CHECK_THAT(report, !Contains("still alive") && !Contains("still referenced"));
+  CHECK(tracked::live == 0);
 }
