@@ -357,50 +357,76 @@ struct hold_release {
 
 void engine::send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
   const hold_release release{token, _held_replies};
-  const admission admitted(*this);
-  if (!admitted) return; // a late reply of an async handler after shutdown
-  // rrefs in the result give weight to the reply: kept if it is sent, given back if not.
-  struct fork_guard {
-    std::size_t mark = rref_table::fork_log_mark();
-    bool sent = false;
-    ~fork_guard() {
-      if (sent) {
-        rref_table::fork_log_commit(mark);
-      } else {
-        rref_table::fork_log_undo(mark);
+  bool may_wait = !in_progress_callback();
+  for (;;) {
+    future<void> replenished;
+    bool exhausted = false;
+    {
+      const admission admitted(*this);
+      if (!admitted) return; // a late reply of an async handler after shutdown
+      // rrefs in the result give weight to the reply: kept if it is sent, given back if not.
+      struct fork_guard {
+        std::size_t mark = rref_table::fork_log_mark();
+        bool sent = false;
+        ~fork_guard() {
+          if (sent) {
+            rref_table::fork_log_commit(mark);
+          } else {
+            rref_table::fork_log_undo(mark);
+          }
+        }
+      } forks;
+      std::vector<char>& buffer = reply_buffer();
+      std::vector<segment> segments;
+      const char* failed = nullptr;
+      std::string what;
+      try {
+        buffer.resize(sizeof(wire::header));
+        if (save) {
+          writer w(buffer, &segments);
+          save(w, value);
+        }
+      } catch (rref_weight_exhausted& e) {
+        if (may_wait) {
+          exhausted = true; // waited for below, outside the admission
+          replenished = e.replenished;
+        } else {
+          failed = "serialized";
+          what = std::string(e.what()) +
+                 " (a reply sent from a progress-path continuation cannot wait for it)";
+        }
+      } catch (...) {
+        failed = "serialized";
+        what = describe_exception(std::current_exception()).message;
+      }
+      if (!failed && !exhausted) {
+        try {
+          send_message(token.source, wire::tag_reply, buffer, wire::kind::reply_value,
+                       token.call_id, token.function_id, segments);
+          forks.sent = true;
+          return;
+        } catch (...) {
+          failed = "sent";
+          what = describe_exception(std::current_exception()).message;
+        }
+      }
+      if (failed) {
+        send_error_reply(token.source, token.call_id, token.function_id,
+                         wire::error_code::serialization, "mpirpc::serialization_error",
+                         "the result of '" + function_name(token.function_id) +
+                             "' could not be " + failed + " on " + self().name + ": " + what,
+                         self().name);
+        return;
       }
     }
-  } forks;
-  std::vector<char>& buffer = reply_buffer();
-  std::vector<segment> segments;
-  const char* failed = nullptr;
-  std::string what;
-  try {
-    buffer.resize(sizeof(wire::header));
-    if (save) {
-      writer w(buffer, &segments);
-      save(w, value);
-    }
-  } catch (...) {
-    failed = "serialized";
-    what = describe_exception(std::current_exception()).message;
-  }
-  if (!failed) {
+    // An rref in the result had no weight left: wait until its owner gave more, then build the
+    // reply again (the value lives until this function returns).
     try {
-      send_message(token.source, wire::tag_reply, buffer, wire::kind::reply_value, token.call_id,
-                   token.function_id, segments);
-      forks.sent = true;
-      return;
+      replenished.wait();
     } catch (...) {
-      failed = "sent";
-      what = describe_exception(std::current_exception()).message;
+      may_wait = false; // the next attempt reports the failure
     }
   }
-  send_error_reply(token.source, token.call_id, token.function_id, wire::error_code::serialization,
-                   "mpirpc::serialization_error",
-                   "the result of '" + function_name(token.function_id) + "' could not be " +
-                       failed + " on " + self().name + ": " + what,
-                   self().name);
 }
 
 void engine::send_reply_error(reply_token& token, std::exception_ptr error) noexcept {

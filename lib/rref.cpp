@@ -181,51 +181,47 @@ void rref_table::check_usable(const rref_record& r) const {
   if (created.done()) created.value(); // rethrows a failed or timed-out creation
 }
 
-void rref_table::save(writer& w, const std::shared_ptr<rref_record>& r) {
-  if (!r) {
-    w.write_plain(wire_rref{0, 0, 0, 0});
-    return;
-  }
+std::uint64_t rref_table::take_weight(const std::shared_ptr<rref_record>& r, bool for_call) {
   if (r->table != this || stopped()) {
-    throw shutdown_error("mpirpc: an rref of an RPC session that has shut down cannot be sent");
+    throw shutdown_error("mpirpc: this rref belongs to an RPC session that has shut down");
   }
   std::uint64_t give = 0;
   bool ask = false;
+  future<void> replenished;
   {
     std::lock_guard<std::mutex> lock(_mutex);
     if (r->owner_is_self) {
-      give = max_fork_weight; // the owner mints weight: counted before it leaves
+      give = for_call ? 1 : max_fork_weight; // the owner mints weight: counted before it leaves
       object(r->id)->weight += static_cast<std::int64_t>(give);
     } else {
-      if (r->weight < 2) {
-        if (!r->replenishing) {
-          r->replenishing = true;
-          r->replenished = future<void>();
-          ask = true;
-        }
-      } else {
-        give = std::min(r->weight / 2, max_fork_weight);
+      if (r->weight >= 2) {
+        give = for_call ? 1 : std::min(r->weight / 2, max_fork_weight);
         r->weight -= give;
-        if (r->weight < low_weight && !r->replenishing) {
-          r->replenishing = true;
-          r->replenished = future<void>();
-          ask = true;
-        }
       }
+      if (r->weight < low_weight && !r->replenishing) {
+        r->replenishing = true;
+        r->replenished = future<void>();
+        ask = true;
+      }
+      replenished = r->replenished;
     }
     if (give) fork_log().push_back(fork_entry{r, give});
   }
   if (ask) start_replenish(r);
-  if (give == 0) {
-    future<void> replenished;
-    {
-      std::lock_guard<std::mutex> lock(_mutex);
-      replenished = r->replenished;
-    }
-    throw rref_weight_exhausted(replenished);
-  }
+  if (give == 0) throw rref_weight_exhausted(replenished);
+  return give;
+}
+
+void rref_table::save(writer& w, const std::shared_ptr<rref_record>& r) {
+  const std::uint64_t give = take_weight(r, false);
   w.write_plain(wire_rref{r->id, static_cast<std::uint32_t>(r->owner),
                           r->confirmed.load() || r->owner_is_self ? 1u : 0u, give});
+}
+
+void rref_table::lend(writer& w, const std::shared_ptr<rref_record>& r) {
+  const std::uint64_t give = take_weight(r, true);
+  w.write_plain(r->id);
+  w.write_plain(give);
 }
 
 std::shared_ptr<rref_record> rref_table::load(reader& in) {
@@ -362,13 +358,9 @@ std::shared_ptr<void> rref_table::local_object(const rref_record& r, const std::
   future<void> settled;
   {
     std::lock_guard<std::mutex> lock(_mutex);
-    auto it = _owned.find(r.id);
-    if (it == _owned.end()) {
-      if (stopped()) throw shutdown_error("mpirpc: this rref's RPC session has shut down");
-      throw error("mpirpc: rref " + hex(r.id) + " names no object on its owner " +
-                  _engine.self().name);
-    }
-    o = it->second;
+    if (stopped()) throw shutdown_error("mpirpc: this rref's RPC session has shut down");
+    // The creation request may not have been processed yet (its placeholder waits for it).
+    o = object(r.id);
     settled = o->settled;
   }
   if (!settled.done()) {
@@ -487,29 +479,57 @@ std::uint64_t read_id(reader& in) {
   if (id == 0) in.fail("rref id 0");
   return id;
 }
+std::uint64_t read_call_weight(reader& in) {
+  const auto weight = in.read_plain<std::uint64_t>();
+  if (weight == 0 || weight > max_message_weight) in.fail("call weight out of range");
+  return weight;
+}
 } // namespace
+
+/// The weight a call through an rref carries: given back when the call is over (its last
+/// holder is the call's continuation, or the task that ran it).
+struct rref_table::call_hold {
+  call_hold(rref_table& t, std::uint64_t i, std::uint64_t w) : table(t), id(i), weight(w) {}
+  call_hold(const call_hold&) = delete;
+  call_hold& operator=(const call_hold&) = delete;
+  ~call_hold() { table.release_owned(id, weight); }
+  rref_table& table;
+  std::uint64_t id;
+  std::uint64_t weight;
+};
 
 void rref_table::serve(std::uint16_t flags, const function_entry& fn, reader& in,
                        reply_token& token) {
   std::uint64_t new_id = 0;
   std::uint64_t weight = 0;
   std::uint64_t self_id = 0;
+  std::uint64_t self_weight = 0;
   try {
     if (flags & creates_rref) {
       new_id = read_id(in);
       weight = in.read_plain<std::uint64_t>();
       if (weight == 0 || weight > max_message_weight) in.fail("creation weight out of range");
     }
-    if (flags & on_rref) self_id = read_id(in);
+    if (flags & on_rref) {
+      self_id = read_id(in);
+      self_weight = read_call_weight(in);
+    } else if (fn.self_type) {
+      in.fail("member function '" + fn.name + "' called without an object");
+    }
   } catch (...) {
     rethrow_argument_error();
   }
+  // The call's weight keeps the object it runs on alive until the call is over.
+  std::shared_ptr<void> hold;
+  if (flags & on_rref) hold = std::make_shared<call_hold>(*this, self_id, self_weight);
   // The creation's weight counts from here on, whatever happens to the call.
   std::shared_ptr<owned_object> created;
   if (flags & creates_rref) {
     std::lock_guard<std::mutex> lock(_mutex);
     created = object(new_id);
-    if (created->registered) in.fail("rref " + hex(new_id) + " created twice");
+    if (created->registered) {
+      throw argument_error("rref " + hex(new_id) + " is created twice (forged or repeated request)");
+    }
     created->registered = true;
     created->weight += static_cast<std::int64_t>(weight);
   }
@@ -525,9 +545,9 @@ void rref_table::serve(std::uint16_t flags, const function_entry& fn, reader& in
     throw;
   }
   hold_reply(token); // answered below, now or once the object the call runs on exists
-  auto run = [call, token, created, this](void* self) mutable {
+  auto run = [call, token, created, hold, this](void* self) mutable {
     if (created) {
-      call->store(self, created);
+      call->store(self, std::move(hold), created);
       when_settled(created, [token](const std::shared_ptr<owned_object>& o) mutable {
         if (o->status == owned_object::state::failed) {
           send_reply_error(token, o->error);
@@ -538,7 +558,7 @@ void rref_table::serve(std::uint16_t flags, const function_entry& fn, reader& in
       return;
     }
     try {
-      call->reply(self, token);
+      call->reply(self, std::move(hold), token);
     } catch (...) {
       send_reply_error(token, std::current_exception());
     }
@@ -571,14 +591,17 @@ void rref_table::serve(std::uint16_t flags, const function_entry& fn, reader& in
 
 void rref_table::serve_fetch(reader& in, reply_token& token) {
   std::uint64_t id = 0;
+  std::uint64_t weight = 0;
   try {
     id = read_id(in);
+    weight = read_call_weight(in);
     if (in.remaining() != 0) in.fail("unexpected bytes after the rref id");
   } catch (...) {
     rethrow_argument_error();
   }
+  auto hold = std::make_shared<call_hold>(*this, id, weight); // released once answered
   hold_reply(token);
-  when_settled(id, [token, this](const std::shared_ptr<owned_object>& o) mutable {
+  when_settled(id, [token, hold, this](const std::shared_ptr<owned_object>& o) mutable {
     if (o->status == owned_object::state::failed) {
       send_reply_error(token, o->error);
     } else if (!o->save) {
@@ -710,8 +733,8 @@ void rref_write_new(writer& w, const rref_record& r) {
   w.write_plain(initial_weight);
 }
 
-void rref_write_self(writer& w, const rref_record& r) {
-  w.write_plain(r.id);
+void rref_write_self(writer& w, const std::shared_ptr<rref_record>& r) {
+  table_of(*r).lend(w, r);
 }
 
 void rref_track_creation(const std::shared_ptr<rref_record>& r, future<void> created,

@@ -92,7 +92,11 @@ public:
   void creation_not_sent(rref_record& r) noexcept;
   void track_creation(const std::shared_ptr<rref_record>& r, future<void> created,
                       std::shared_ptr<rref_record> self);
+  /// Writes a reference into a message (a fork), with part of `r`'s weight.
   void save(writer& w, const std::shared_ptr<rref_record>& r);
+  /// Writes the id of the object a call runs on, with one unit of `r`'s weight, which the
+  /// owner gives back when the call is over.
+  void lend(writer& w, const std::shared_ptr<rref_record>& r);
   std::shared_ptr<rref_record> load(reader& in);
   /// The last handle of `r` died: give its weight back.
   void drop(rref_record& r) noexcept;
@@ -115,6 +119,10 @@ public:
   std::uint64_t references() const;
 
 private:
+  struct call_hold;
+  /// Takes weight from `r` for a message (logged in the fork log); a call takes one unit.
+  /// Throws rref_weight_exhausted when `r` has none to give.
+  std::uint64_t take_weight(const std::shared_ptr<rref_record>& r, bool for_call);
   std::shared_ptr<owned_object>& object(std::uint64_t id); // creates a placeholder; locked
   std::shared_ptr<owned_object> take_if_dead(std::uint64_t id); // locked
   /// Runs `task` once `id` is settled: now, on this thread, if it is; else on a server thread.

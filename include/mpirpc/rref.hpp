@@ -33,9 +33,10 @@
 //    member function, run on the owner once the object exists. A target that returns a future
 //    runs asynchronously on the owner. Arguments are checked at compile time as for rpc_sync.
 // Errors: if the function that created the object threw (or its creation timed out), every
-// later use (to_here, a proxy call, local_value) throws that error: remote_error with the
-// original type name and the owner's name on other workers, the original exception on the owner
-// itself, timeout_error where the creation timed out. Calls on an empty rref throw error.
+// later use throws that error: to_here() and proxy calls throw remote_error with the original
+// type name and the owner's name (timeout_error on the creator if the creation timed out);
+// local_value() on the owner rethrows the original exception. Calls on an empty rref throw
+// error.
 //
 // Threads: every member may be called from any thread, including handlers. Proxy targets run
 // on the owner's server threads, concurrently with each other: an object used from several
@@ -46,39 +47,48 @@
 //
 // Weighted reference counting. Each object has an id (creator's rank and a sequence number)
 // and, at its owner, a signed weight total. Each worker holds at most one reference record per
-// object (shared by its rref<T> copies), carrying a positive weight. Invariant: the owner's
-// total equals the sum of the weights held by records everywhere plus those travelling in
-// messages, minus the releases not yet processed; the owner destroys the object when the total
-// reaches zero, the creation has been processed and the creating call has finished.
+// object (shared by its rref<T> copies), carrying a positive weight. Invariant, at any moment:
+//     owner's total = weight held by records + weight carried by messages in flight
+//                     (forks, calls, releases not yet processed)
+//                     - weight of the creation request if it has not been processed yet.
+// The owner destroys the object when the total is zero, the creation has been processed and
+// the creating call has finished.
 //  1. Creation: the creator makes a record with weight W0 = 2^48 and sends the creation request
 //     carrying W0; the owner adds W0 to the total when it processes it.
 //  2. Fork (an rref serialized into a message): a non-owner splits its record's weight and the
 //     message carries the part given away; nothing is sent to the owner. The owner mints new
 //     weight instead (adds it to the total, then sends it). A receiving worker adds the
-//     weight to its record for that id, or makes one. A record running low asks the owner for
-//     more (replenish: the owner adds it to the total, then replies; only then may it be
-//     given away); a fork that finds no weight at all waits for that reply.
-//  3. Release: when the last rref<T> copy on a worker is dropped, its record sends its whole
+//     weight to its record for that id, or makes one.
+//  3. Calls (to_here, proxies) carry one unit of weight, taken from the caller's record (or
+//     minted by the owner); the owner gives it back when the call is over, including the
+//     asynchronous part of a target that returns a future. An object thus outlives every call
+//     made on it, even one whose caller timed out and dropped its reference.
+//  4. Replenish: a record running low asks the owner for more (the owner adds it to the total,
+//     then replies; only then is it used). A request that finds no weight at all is built
+//     again once the reply came; so is a reply (except one sent from a progress-path
+//     continuation, which cannot wait and fails with serialization_error instead).
+//  5. Release: when the last rref<T> copy on a worker is dropped, its record sends its whole
 //     weight back to the owner (on the owner itself, it subtracts it directly).
 // Guarantees. G1 (no premature deletion): weight leaves a record only into a message, is never
-// counted twice, and is added to the owner's total before it can be given away, so the total
-// reaches zero only once no record and no message holds weight. Messages that overtake the
-// creation request (a fork's holder calls the owner before the creation arrived) find a
-// placeholder: a release makes the total negative, a call waits for the object; neither can
-// destroy what is not yet created. A record stays alive until the replies of the calls made
-// through it (to_here, proxies, creation) have arrived, so its release never overtakes them.
+// counted twice, and is added to the owner's total before it can be given away, so once the
+// creation is processed the total reaches zero only when no record and no message holds
+// weight. Messages that overtake the creation request (a fork's holder calls the owner
+// before the creation arrived) find a placeholder: a release makes the total negative, a call
+// waits for the object; neither can destroy what is not yet created.
 // G2 (no leak): every record releases its weight exactly once, when its last handle dies, on
-// whichever worker and in whatever order; forks in flight carry weight, so the last release,
-// wherever it happens, brings the total to zero. Nothing depends on a garbage collector.
-// Weight taken for a message that is then not sent (an unknown destination, an error while
-// serializing, a failed send) is given back to the record.
+// whichever worker and in whatever order; forks and calls in flight carry weight, so the last
+// release, wherever it happens, brings the total to zero. Nothing depends on a garbage
+// collector. Weight taken for a message that is then not sent (an unknown destination, an
+// error while serializing, a failed send) is given back to the record.
 // Shutdown. Graceful shutdown waits until every release in flight has been processed. Records
 // and owned objects still alive then are reported on stderr (how many, which owners) and
 // the owner destroys its objects as its runtime stops; an rref used after shutdown throws
 // shutdown_error, and dropping it sends nothing.
-// Limits: a reply dropped after its call timed out, or a request refused by a stopping
-// worker, loses the weight of the rrefs it carried: their objects then live until shutdown,
-// where they are reported.
+// Limits: weight is lost, and the object then lives until its owner shuts down (where it is
+// reported), when a message carrying it is not processed: a reply dropped because its call
+// had timed out, a request refused by a stopping worker or one whose function the callee lacks
+// or whose arguments fail to decode before the rref, a replenish answered after its timeout.
+// rref<T> inside a Boost-serialized type is not supported (use the standard containers).
 #pragma once
 
 #include <chrono>
@@ -112,8 +122,9 @@ struct rref_record;
 std::shared_ptr<rref_record> rref_new_record(const destination& owner);
 /// Writes the new object's id and the weight its creation carries.
 void rref_write_new(writer& w, const rref_record& r);
-/// Writes the id of the object a call runs on.
-void rref_write_self(writer& w, const rref_record& r);
+/// Writes the id of the object a call runs on, lending the call one unit of weight (the
+/// owner gives it back when the call is over). Throws rref_weight_exhausted.
+void rref_write_self(writer& w, const std::shared_ptr<rref_record>& r);
 /// Remembers the creating call's outcome; keeps `self` (the object a proxy remote() runs on,
 /// may be null) alive until the creation is answered.
 void rref_track_creation(const std::shared_ptr<rref_record>& r, future<void> created,
@@ -171,7 +182,7 @@ rref<T> create_remote(const destination& to, const call_target& target,
         to, target, flags,
         [&](writer& w) {
           rref_write_new(w, *record);
-          if (self) rref_write_self(w, *self);
+          if (self) rref_write_self(w, self);
         },
         std::forward<ArgTuple>(args), timeout_s, seq);
   } catch (...) {
@@ -247,7 +258,7 @@ public:
           } else {
             return detail::issue_call<typename traits::parameters, U>(
                 detail::rref_owner_rank(*self), target_of(target), detail::on_rref,
-                [&](detail::writer& w) { detail::rref_write_self(w, *self); },
+                [&](detail::writer& w) { detail::rref_write_self(w, self); },
                 std::forward<decltype(all)>(all), t, seq);
           }
         },
@@ -307,7 +318,7 @@ private:
     future<T> f = detail::issue_call<std::tuple<>, T>(
         detail::rref_owner_rank(*self),
         detail::call_target{detail::rref_fetch_function(), nullptr, 0}, 0,
-        [&](detail::writer& w) { detail::rref_write_self(w, *self); }, std::tuple<>(), timeout_s,
+        [&](detail::writer& w) { detail::rref_write_self(w, self); }, std::tuple<>(), timeout_s,
         std::index_sequence<>{});
     f.wait();
     detail::rref_mark_confirmed(*self);
@@ -372,7 +383,7 @@ namespace detail {
 template <class T> struct composite_serializable<rref<T>> : std::true_type {};
 
 template <class T> struct codec<rref<T>, void> {
-  static constexpr std::size_t min_wire_size = 8;
+  static constexpr std::size_t min_wire_size = 24;
   static void save(writer& w, const rref<T>& r) { rref_save(w, rref_access::record(r)); }
   static void load(reader& in, rref<T>& r) { r = rref_access::make<T>(rref_load(in)); }
 };

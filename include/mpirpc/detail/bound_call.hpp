@@ -45,16 +45,18 @@ public:
 };
 
 /// A call with decoded arguments. `self` is the object a member function runs on (ignored by
-/// free and static member functions).
+/// free and static member functions); `keep` is held until the call is over, including the
+/// asynchronous part of a function that returns a future (it keeps `self` alive).
 class bound_call {
 public:
   virtual ~bound_call() = default;
   /// Runs the call and replies to `token`, now or from the continuation of a returned future.
   /// Exceptions escape; the caller replies with them.
-  virtual void reply(void* self, reply_token& token) = 0;
+  virtual void reply(void* self, std::shared_ptr<void> keep, reply_token& token) = 0;
   /// Runs the call and settles `slot` with its result (now or when a returned future
   /// completes) or with the exception it raised.
-  virtual void store(void* self, std::shared_ptr<rref_slot> slot) noexcept = 0;
+  virtual void store(void* self, std::shared_ptr<void> keep,
+                     std::shared_ptr<rref_slot> slot) noexcept = 0;
 };
 
 /// Decodes the arguments of a registered function (`fn`) or member function (`member` points
@@ -124,7 +126,8 @@ void reply_with_future_outcome(reply_token& token, const future<T>& done) noexce
 /// its callback (which owns this) is destroyed unrun and the slot gets an error instead of
 /// staying unsettled.
 template <class T> struct slot_from_future {
-  explicit slot_from_future(std::shared_ptr<rref_slot> s) : slot(std::move(s)) {}
+  slot_from_future(std::shared_ptr<rref_slot> s, std::shared_ptr<void> k)
+      : slot(std::move(s)), keep(std::move(k)) {}
   slot_from_future(const slot_from_future&) = delete;
   slot_from_future& operator=(const slot_from_future&) = delete;
   ~slot_from_future() {
@@ -148,6 +151,7 @@ template <class T> struct slot_from_future {
     }
   }
   std::shared_ptr<rref_slot> slot;
+  std::shared_ptr<void> keep;
 };
 
 /// The reply an async-execution handler owes. If the future it returned is destroyed without
@@ -170,8 +174,10 @@ struct async_reply {
 };
 
 /// Runs `call` (which returns R) and replies with its outcome; a returned future is replied to
-/// from its continuation (async execution). Exceptions of `call` escape.
-template <class R, class Call> void run_and_reply(Call&& call, reply_token& token) {
+/// from its continuation (async execution), which holds `keep` until then. Exceptions of
+/// `call` escape.
+template <class R, class Call>
+void run_and_reply(Call&& call, reply_token& token, std::shared_ptr<void> keep = nullptr) {
   if constexpr (std::is_void_v<R>) {
     call();
     send_reply_value(token, nullptr, nullptr);
@@ -179,7 +185,7 @@ template <class R, class Call> void run_and_reply(Call&& call, reply_token& toke
     R result = call();
     hold_reply(token);
     auto reply = std::make_shared<async_reply>(token);
-    result.add_done_callback([reply](const R& done) {
+    result.add_done_callback([reply, keep = std::move(keep)](const R& done) {
       reply->sent = true;
       reply_with_future_outcome(reply->token, done);
     });
@@ -206,11 +212,12 @@ public:
     }
   }
 
-  void reply(void* self, reply_token& token) override {
-    run_and_reply<R>([&]() -> R { return invoke(self); }, token);
+  void reply(void* self, std::shared_ptr<void> keep, reply_token& token) override {
+    run_and_reply<R>([&]() -> R { return invoke(self); }, token, std::move(keep));
   }
 
-  void store(void* self, std::shared_ptr<rref_slot> slot) noexcept override {
+  void store(void* self, std::shared_ptr<void> keep,
+             std::shared_ptr<rref_slot> slot) noexcept override {
     try {
       if constexpr (std::is_void_v<R> || std::is_same_v<R, future<void>>) {
         (void)self;
@@ -219,7 +226,7 @@ public:
       } else if constexpr (is_future_v<R>) {
         using T = unwrap_future_t<R>;
         R result = invoke(self);
-        auto settle = std::make_shared<slot_from_future<T>>(slot);
+        auto settle = std::make_shared<slot_from_future<T>>(slot, std::move(keep));
         result.add_done_callback([settle](const R& done) { settle->settle(done); });
       } else {
         slot->set_value(std::make_shared<R>(invoke(self)), typeid(R), save_function_for<R>());
