@@ -413,8 +413,8 @@ void engine::send_reply_value(reply_token& token, save_fn save, const void* valu
       if (failed) {
         send_error_reply(token.source, token.call_id, token.function_id,
                          wire::error_code::serialization, "mpirpc::serialization_error",
-                         "the result of '" + function_name(token.function_id) +
-                             "' could not be " + failed + " on " + self().name + ": " + what,
+                         "the result of '" + function_name(token.function_id) + "' could not be " +
+                             failed + " on " + self().name + ": " + what,
                          self().name);
         return;
       }

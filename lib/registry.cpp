@@ -128,8 +128,8 @@ void register_raw_function(std::string_view name, raw_function fn, invoker_fn in
 
 void register_raw_method(std::string_view name, const void* member, std::size_t size,
                          invoker_fn invoke, binder_fn bind, const std::type_info& self_type) {
-  registry::instance().add_method(name, std::string(static_cast<const char*>(member), size),
-                                  invoke, bind, self_type);
+  registry::instance().add_method(name, std::string(static_cast<const char*>(member), size), invoke,
+                                  bind, self_type);
 }
 
 void method_without_object(raw_function, reader&, reply_token& token) {

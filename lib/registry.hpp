@@ -21,10 +21,10 @@ namespace mpirpc::detail {
 struct function_entry {
   std::string name;
   std::uint64_t id = 0;
-  raw_function fn = nullptr;       ///< null for a member function
-  invoker_fn invoke = nullptr;     ///< serves a plain request
-  binder_fn bind = nullptr;        ///< decodes a call to run later (rref calls, remote()); may be null
-  std::string member;              ///< a member function's pointer, as bytes
+  raw_function fn = nullptr;   ///< null for a member function
+  invoker_fn invoke = nullptr; ///< serves a plain request
+  binder_fn bind = nullptr;    ///< decodes a call to run later (rref calls, remote()); may be null
+  std::string member;          ///< a member function's pointer, as bytes
   const std::type_info* self_type = nullptr; ///< a member function's class
 };
 

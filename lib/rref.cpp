@@ -132,8 +132,8 @@ std::shared_ptr<rref_record> rref_table::new_record(int owner) {
   std::lock_guard<std::mutex> lock(_mutex);
   const std::uint64_t id =
       (static_cast<std::uint64_t>(_engine.self().id) << 40) | (_next_sequence++);
-  auto r = std::make_shared<rref_record>(*this, id, owner, owner == _engine.self().id,
-                                         initial_weight);
+  auto r =
+      std::make_shared<rref_record>(*this, id, owner, owner == _engine.self().id, initial_weight);
   _records[id] = r;
   return r;
 }
@@ -528,7 +528,8 @@ void rref_table::serve(std::uint16_t flags, const function_entry& fn, reader& in
     std::lock_guard<std::mutex> lock(_mutex);
     created = object(new_id);
     if (created->registered) {
-      throw argument_error("rref " + hex(new_id) + " is created twice (forged or repeated request)");
+      throw argument_error("rref " + hex(new_id) +
+                           " is created twice (forged or repeated request)");
     }
     created->registered = true;
     created->weight += static_cast<std::int64_t>(weight);

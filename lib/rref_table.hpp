@@ -60,8 +60,8 @@ struct owned_object final : rref_slot, std::enable_shared_from_this<owned_object
   // Guarded by the table's mutex.
   enum class state { pending, ready, failed };
   state status = state::pending;
-  bool registered = false;  ///< the creation request has been processed
-  std::int64_t weight = 0;  ///< see the protocol; negative while releases overtake creation
+  bool registered = false; ///< the creation request has been processed
+  std::int64_t weight = 0; ///< see the protocol; negative while releases overtake creation
   std::shared_ptr<void> value;
   const std::type_info* type = nullptr;
   save_fn save = nullptr;
@@ -123,7 +123,7 @@ private:
   /// Takes weight from `r` for a message (logged in the fork log); a call takes one unit.
   /// Throws rref_weight_exhausted when `r` has none to give.
   std::uint64_t take_weight(const std::shared_ptr<rref_record>& r, bool for_call);
-  std::shared_ptr<owned_object>& object(std::uint64_t id); // creates a placeholder; locked
+  std::shared_ptr<owned_object>& object(std::uint64_t id);      // creates a placeholder; locked
   std::shared_ptr<owned_object> take_if_dead(std::uint64_t id); // locked
   /// Runs `task` once `id` is settled: now, on this thread, if it is; else on a server thread.
   void when_settled(std::uint64_t id,

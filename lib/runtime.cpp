@@ -32,7 +32,6 @@ std::vector<std::unique_ptr<engine>> g_engines;
 bool g_ever_started = false;
 bool g_mpi_is_ours = false;
 
-
 void finalize_mpi_at_exit() {
   mpirpc::shutdown(false);
   int finalized = 0;

@@ -160,9 +160,9 @@ constexpr bool arguments_fit(std::index_sequence<I...>) {
   static_assert(std::tuple_size_v<Params> == sizeof...(I),
                 "mpirpc: wrong number of arguments for this remote function");
   if constexpr (std::tuple_size_v<Params> == sizeof...(I)) {
-    static_assert((check_argument<I, std::tuple_element_t<I, ArgTuple>,
-                                  std::tuple_element_t<I, Params>>() &&
-                   ... && true));
+    static_assert(
+        (check_argument<I, std::tuple_element_t<I, ArgTuple>, std::tuple_element_t<I, Params>>() &&
+         ... && true));
     return (std::is_convertible_v<std::tuple_element_t<I, ArgTuple>,
                                   std::decay_t<std::tuple_element_t<I, Params>>> &&
             ... && true);

@@ -165,8 +165,8 @@ struct rref_access {
 
 /// The traits of an rref call's target: a member function or a function.
 template <class M>
-struct target_traits : std::conditional_t<member_traits<M>::is_member, member_traits<M>,
-                                          function_traits<M>> {};
+struct target_traits
+    : std::conditional_t<member_traits<M>::is_member, member_traits<M>, function_traits<M>> {};
 
 /// Sends a request that creates an object on `to` from the call `target(args...)`, run on
 /// `self`'s object when `self` is set; returns the reference to it.

@@ -517,7 +517,7 @@ TEST_CASE("rrefs alive at graceful shutdown are reported with their owners, then
   CHECK_THROWS_AS(kept.to_here(), mpirpc::shutdown_error);
   CHECK_THROWS_WITH(kept.rpc_sync(&sleepy, 0), Contains("shut down"));
   CHECK(kept.owner_name() == worker(to)); // the identity stays readable
-  kept = mpirpc::rref<tracked>(); // dropping it now sends nothing
+  kept = mpirpc::rref<tracked>();         // dropping it now sends nothing
 }
 
 TEST_CASE("graceful shutdown waits for the releases of rrefs dropped just before it",

@@ -196,8 +196,8 @@ void run_and_reply(Call&& call, reply_token& token, std::shared_ptr<void> keep =
 }
 
 /// The decoded arguments of a function (Self = void) or member function of Self, ready to run.
-template <class Target, class R, class Self, class... P> class bound_call_impl final
-    : public bound_call {
+template <class Target, class R, class Self, class... P>
+class bound_call_impl final : public bound_call {
 public:
   explicit bound_call_impl(Target target) : _target(target) {}
 

@@ -106,8 +106,8 @@ void invoke_handler(raw_function raw, reader& in, reply_token& token) {
 struct registrar {
   template <class R, class... P> registrar(std::string_view name, R (*fn)(P...)) {
     check_registration<R, P...>();
-    register_raw_function(trim(name), reinterpret_cast<raw_function>(fn),
-                          &invoke_handler<R, P...>, &bind_call<R (*)(P...), R, void, P...>);
+    register_raw_function(trim(name), reinterpret_cast<raw_function>(fn), &invoke_handler<R, P...>,
+                          &bind_call<R (*)(P...), R, void, P...>);
   }
   template <class R, class... P>
   registrar(std::string_view name, R (*fn)(P...) noexcept)
@@ -115,7 +115,8 @@ struct registrar {
 
   template <class M, std::enable_if_t<member_traits<M>::is_member, int> = 0>
   registrar(std::string_view name, M method) {
-    register_method(trim(name), method, static_cast<typename member_traits<M>::parameters*>(nullptr));
+    register_method(trim(name), method,
+                    static_cast<typename member_traits<M>::parameters*>(nullptr));
   }
 
 private:
@@ -124,7 +125,8 @@ private:
       name.remove_prefix(1);
     return name;
   }
-  template <class M, class... P> static void register_method(std::string_view name, M method, std::tuple<P...>*) {
+  template <class M, class... P>
+  static void register_method(std::string_view name, M method, std::tuple<P...>*) {
     using traits = member_traits<M>;
     using R = typename traits::result_type;
     using C = typename traits::class_type;
