@@ -781,7 +781,12 @@ TEST_CASE("10 000 rrefs created and dropped in batches leave nothing behind", "[
   INFO("resident memory after 5 000 rrefs: "
        << resident_after_first_half / 1024 << " KiB; growth over the next 5 000: " << growth / 1024
        << " KiB");
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer keeps freed memory resident (its quarantine): growth means nothing here.
+  WARN("resident-memory check skipped under AddressSanitizer");
+#else
   CHECK(growth < 1024 * 1024);
+#endif
 }
 
 TEST_CASE("a reference passed on thousands of times gets more weight from its owner", "[rref]") {
