@@ -358,6 +358,7 @@ struct hold_release {
 void engine::send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
   const hold_release release{token, _held_replies};
   bool may_wait = !in_progress_callback();
+  std::string replenish_failed;
   for (;;) {
     future<void> replenished;
     bool exhausted = false;
@@ -393,7 +394,9 @@ void engine::send_reply_value(reply_token& token, save_fn save, const void* valu
         } else {
           failed = "serialized";
           what = std::string(e.what()) +
-                 " (a reply sent from a progress-path continuation cannot wait for it)";
+                 (replenish_failed.empty() ? " (a reply sent from a progress-path "
+                                             "continuation cannot wait for it)"
+                                           : " (asking for more failed: " + replenish_failed + ")");
         }
       } catch (...) {
         failed = "serialized";
@@ -425,6 +428,7 @@ void engine::send_reply_value(reply_token& token, save_fn save, const void* valu
       replenished.wait();
     } catch (...) {
       may_wait = false; // the next attempt reports the failure
+      replenish_failed = describe_exception(std::current_exception()).message;
     }
   }
 }

@@ -61,7 +61,7 @@ struct owned_object final : rref_slot, std::enable_shared_from_this<owned_object
   enum class state { pending, ready, failed };
   state status = state::pending;
   bool registered = false; ///< the creation request has been processed
-  std::int64_t weight = 0; ///< see the protocol; negative while releases overtake creation
+  std::int64_t weight = 0; ///< see the protocol; negative while messages overtake creation
   std::shared_ptr<void> value;
   const std::type_info* type = nullptr;
   save_fn save = nullptr;

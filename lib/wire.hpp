@@ -31,9 +31,9 @@ enum class error_code : std::uint8_t {
   malformed = 5,        ///< the request was malformed: serialization_error
 };
 
-/// Request flags: the payload starts with the id of the object the call runs on
-/// (request_on_rref) and/or the id and weight of the object it creates (request_creates_rref).
-/// Same values as rpc.hpp's on_rref / creates_rref.
+/// Request flags: the payload starts with the id and weight of the object the call creates
+/// (request_creates_rref), then the id of the object it runs on and the weight the call
+/// carries (request_on_rref). Same values as rpc.hpp's on_rref / creates_rref.
 constexpr std::uint16_t request_on_rref = 1;
 constexpr std::uint16_t request_creates_rref = 2;
 constexpr std::uint16_t request_flags_known = request_on_rref | request_creates_rref;

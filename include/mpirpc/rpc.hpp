@@ -105,9 +105,9 @@ struct call_target {
   std::size_t member_size = 0;
 };
 
-/// Request flags (see docs/wire.md): the payload starts with the id of the object the call
-/// runs on (on_rref) and/or with the id and weight of the object the call creates
-/// (creates_rref), before the arguments.
+/// Request flags (see docs/wire.md): before the arguments, the payload starts with the id and
+/// weight of the object the call creates (creates_rref), then with the id of the object the
+/// call runs on and the weight the call carries (on_rref).
 inline constexpr std::uint16_t on_rref = 1;
 inline constexpr std::uint16_t creates_rref = 2;
 
@@ -120,8 +120,9 @@ inline void send_request(const destination& to, raw_function fn, request_buffers
   send_call(to, call_target{fn, nullptr, 0}, 0, request, std::move(sink), timeout_s);
 }
 
-/// Thrown while a request is built when an rref argument has no reference weight left to
-/// give (rref.hpp): the request is built again once `replenished` completes.
+/// Thrown while a message is built when an rref in it (an argument, a result, or the rref a
+/// call goes through) has no reference weight left to give (rref.hpp): the message is built
+/// again once `replenished` completes.
 struct rref_weight_exhausted : serialization_error {
   explicit rref_weight_exhausted(future<void> f)
       : serialization_error("mpirpc: an rref has no reference weight left to give away; its "

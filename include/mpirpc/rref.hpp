@@ -33,9 +33,11 @@
 //    member function, run on the owner once the object exists. A target that returns a future
 //    runs asynchronously on the owner. Arguments are checked at compile time as for rpc_sync.
 // Errors: if the function that created the object threw (or its creation timed out), every
-// later use throws that error: to_here() and proxy calls throw remote_error with the original
-// type name and the owner's name (timeout_error on the creator if the creation timed out);
-// local_value() on the owner rethrows the original exception. Calls on an empty rref throw
+// later use throws that error: proxy calls, and to_here() away from the owner, throw
+// remote_error with the original type name and the owner's name (timeout_error on the creator
+// if the creation timed out); on the owner, local_value() and to_here() rethrow the original
+// exception (the creator that is also the owner gets the creation's remote_error once it was
+// answered). Calls on an empty rref throw
 // error.
 //
 // Threads: every member may be called from any thread, including handlers. Proxy targets run
@@ -263,7 +265,7 @@ public:
           }
         },
         std::forward<Args>(args)...);
-    // The reference stays alive until the reply: its release must not overtake the call.
+    // A successful reply confirms the reference (the call itself carries its own weight).
     f.add_done_callback([self](const future<U>& done) {
       if (!detail::state_of(done)->error()) detail::rref_mark_confirmed(*self);
     });
