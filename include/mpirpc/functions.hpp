@@ -42,6 +42,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 #include <mpirpc/detail/invoke.hpp>
@@ -83,9 +84,14 @@ template <class R, class... P> constexpr auto async_execution(R (*fn)(P...) noex
 ///
 ///     mpirpc::rref<counter> c = mpirpc::remote("worker1", mpirpc::construct<counter, int>, 5);
 ///
-/// T must be move-constructible; it need not be serializable (it stays on its owner).
+/// T must be move-constructible; it need not be serializable (it stays on its owner). An
+/// aggregate without a matching constructor is brace-initialized: construct<point, int, int>.
 template <class T, class... P> T construct(P... args) {
-  return T(std::move(args)...);
+  if constexpr (std::is_constructible_v<T, P&&...>) {
+    return T(std::move(args)...);
+  } else {
+    return T{std::move(args)...};
+  }
 }
 
 /// The registered name of `fn`, or an empty string if it is not registered.
