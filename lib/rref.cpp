@@ -602,7 +602,7 @@ void rref_table::serve_fetch(reader& in, reply_token& token) {
   }
   auto hold = std::make_shared<call_hold>(*this, id, weight); // released once answered
   hold_reply(token);
-  when_settled(id, [token, hold, this](const std::shared_ptr<owned_object>& o) mutable {
+  when_settled(id, [token, hold](const std::shared_ptr<owned_object>& o) mutable {
     if (o->status == owned_object::state::failed) {
       send_reply_error(token, o->error);
     } else if (!o->save) {
@@ -610,7 +610,6 @@ void rref_table::serve_fetch(reader& in, reply_token& token) {
     } else {
       send_reply_value(token, o->save, o->value.get());
     }
-    (void)this;
   });
 }
 
