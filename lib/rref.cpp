@@ -613,32 +613,30 @@ void rref_table::serve_fetch(reader& in, reply_token& token) {
   });
 }
 
-void rref_table::serve_release(reader& in, reply_token& token) {
-  std::uint64_t id = 0;
-  std::uint64_t weight = 0;
+namespace {
+/// The payload of a release or replenish: an object id and a weight within [1, max].
+std::pair<std::uint64_t, std::uint64_t> read_id_and_weight(reader& in, std::uint64_t max,
+                                                           const char* what) {
   try {
-    id = read_id(in);
-    weight = in.read_plain<std::uint64_t>();
-    if (weight == 0 || weight > (std::uint64_t(1) << 62)) in.fail("release weight out of range");
-    if (in.remaining() != 0) in.fail("unexpected bytes after a release");
+    const std::uint64_t id = read_id(in);
+    const auto weight = in.read_plain<std::uint64_t>();
+    if (weight == 0 || weight > max) in.fail(std::string(what) + " weight out of range");
+    if (in.remaining() != 0) in.fail(std::string("unexpected bytes after a ") + what);
+    return {id, weight};
   } catch (...) {
     rethrow_argument_error();
   }
+}
+} // namespace
+
+void rref_table::serve_release(reader& in, reply_token& token) {
+  const auto [id, weight] = read_id_and_weight(in, std::uint64_t(1) << 62, "release");
   release_owned(id, weight);
   send_reply_value(token, nullptr, nullptr);
 }
 
 void rref_table::serve_replenish(reader& in, reply_token& token) {
-  std::uint64_t id = 0;
-  std::uint64_t weight = 0;
-  try {
-    id = read_id(in);
-    weight = in.read_plain<std::uint64_t>();
-    if (weight != replenish_weight) in.fail("replenish weight out of range");
-    if (in.remaining() != 0) in.fail("unexpected bytes after a replenish request");
-  } catch (...) {
-    rethrow_argument_error();
-  }
+  const auto [id, weight] = read_id_and_weight(in, replenish_weight, "replenish");
   {
     std::lock_guard<std::mutex> lock(_mutex);
     object(id)->weight += static_cast<std::int64_t>(weight);

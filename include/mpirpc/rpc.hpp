@@ -273,15 +273,9 @@ template <class Fn, class... Args> auto rpc_async(const destination& to, Fn fn, 
 /// Calls fn(args...) on `to` and waits for the result; rethrows the call's error.
 template <class Fn, class... Args> auto rpc_sync(const destination& to, Fn fn, Args&&... args) {
   auto f = detail::rpc_async_dispatch(to, fn, std::forward<Args>(args)...);
-  using T = typename decltype(f)::value_type;
-  f.wait();
-  if constexpr (std::is_void_v<T>) {
-    return;
-  } else {
-    // No other handle reads this state any more (the runtime's own reference only completes
-    // it): take the value instead of copying it.
-    return T(std::move(detail::state_of(f)->stored_value()));
-  }
+  // No other handle reads this state any more (the runtime's own reference only completes
+  // it): the value is taken instead of copied.
+  return detail::take_result(f);
 }
 
 } // namespace mpirpc

@@ -233,13 +233,7 @@ public:
   /// Calls `target(args...)` on the owner (a member function: on the object) and waits.
   template <class M, class... Args> auto rpc_sync(M target, Args&&... args) const {
     auto f = rpc_async(target, std::forward<Args>(args)...);
-    using R = typename decltype(f)::value_type;
-    f.wait();
-    if constexpr (std::is_void_v<R>) {
-      return;
-    } else {
-      return R(std::move(detail::state_of(f)->stored_value()));
-    }
+    return detail::take_result(f);
   }
 
   /// Calls `target(args...)` on the owner (a member function: on the object); returns a
@@ -322,9 +316,9 @@ private:
         detail::call_target{detail::rref_fetch_function(), nullptr, 0}, 0,
         [&](detail::writer& w) { detail::rref_write_self(w, self); }, std::tuple<>(), timeout_s,
         std::index_sequence<>{});
-    f.wait();
+    T value = detail::take_result(f);
     detail::rref_mark_confirmed(*self);
-    return T(std::move(detail::state_of(f)->stored_value()));
+    return value;
   }
 
   template <class M> static constexpr void check_target() {

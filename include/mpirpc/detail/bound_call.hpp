@@ -195,22 +195,32 @@ void run_and_reply(Call&& call, reply_token& token, std::shared_ptr<void> keep =
   }
 }
 
+/// Decodes a call's arguments into `args`, checking that nothing is left over; any failure
+/// becomes the error "the arguments could not be deserialized".
+template <class Tuple> void decode_arguments(reader& in, Tuple& args) {
+  try {
+    std::apply([&](auto&... a) { (codec<std::decay_t<decltype(a)>>::load(in, a), ...); }, args);
+    if (in.remaining() != 0) {
+      in.fail(std::to_string(in.remaining()) + " unexpected bytes after the arguments");
+    }
+  } catch (...) {
+    rethrow_argument_error();
+  }
+}
+
+/// Waits for a call's future and takes its value out (nobody else reads that state).
+template <class T> T take_result(future<T>& f) {
+  f.wait();
+  if constexpr (!std::is_void_v<T>) return T(std::move(state_of(f)->stored_value()));
+}
+
 /// The decoded arguments of a function (Self = void) or member function of Self, ready to run.
 template <class Target, class R, class Self, class... P>
 class bound_call_impl final : public bound_call {
 public:
   explicit bound_call_impl(Target target) : _target(target) {}
 
-  void decode(reader& in) {
-    try {
-      std::apply([&](auto&... a) { (codec<std::decay_t<decltype(a)>>::load(in, a), ...); }, _args);
-      if (in.remaining() != 0) {
-        in.fail(std::to_string(in.remaining()) + " unexpected bytes after the arguments");
-      }
-    } catch (...) {
-      rethrow_argument_error();
-    }
-  }
+  void decode(reader& in) { decode_arguments(in, _args); }
 
   void reply(void* self, std::shared_ptr<void> keep, reply_token& token) override {
     run_and_reply<R>([&]() -> R { return invoke(self); }, token, std::move(keep));

@@ -88,14 +88,7 @@ template <class R, class... P>
 void invoke_handler(raw_function raw, reader& in, reply_token& token) {
   auto fn = reinterpret_cast<R (*)(P...)>(raw);
   std::tuple<std::decay_t<P>...> args;
-  try {
-    std::apply([&](auto&... a) { (codec<std::decay_t<decltype(a)>>::load(in, a), ...); }, args);
-    if (in.remaining() != 0) {
-      in.fail(std::to_string(in.remaining()) + " unexpected bytes after the arguments");
-    }
-  } catch (...) {
-    rethrow_argument_error();
-  }
+  decode_arguments(in, args);
   run_and_reply<R>([&]() -> R { return std::apply(fn, std::move(args)); }, token);
 }
 
