@@ -892,40 +892,80 @@ void engine::wait(future_state_base& state) {
 // ---------------------------------------------------------------------------------------------
 // Shutdown
 
-void engine::quiesce() {
+std::string engine::quiesce(clock::time_point deadline) {
   // Repeated non-blocking all-reductions of (sent, received, busy) until two consecutive
   // rounds see every message received, nothing running and the same totals (the
   // four-counter method): then no message is in flight and none can appear. Busy counts
   // handlers running or queued and this rank's calls still awaiting a reply. A reply that an
   // async-execution handler still owes is not counted by the callee: its caller counts the
   // call until the reply arrives or the call times out, so a future that is never completed
-  // delays shutdown by at most the caller's timeout instead of forever.
+  // delays shutdown by at most the caller's timeout instead of forever. A fourth entry counts
+  // the ranks past their deadline: one is enough for every rank to give up in the same round.
+  const auto start = clock::now();
   std::uint64_t previous[3] = {~0ull, ~0ull, ~0ull};
   auto pause = std::chrono::microseconds(50);
   for (;;) {
-    std::uint64_t local[3];
     // Read along the pipeline (queued before running): a request moving from the queue to a
     // handler between the two reads is then counted twice rather than not at all.
     const auto queued = static_cast<std::uint64_t>(_queued.load(std::memory_order_seq_cst));
     const auto running =
         static_cast<std::uint64_t>(_running_handlers.load(std::memory_order_seq_cst));
-    local[2] = queued + running + _pending.size();
+    const auto pending = static_cast<std::uint64_t>(_pending.size());
+    std::uint64_t local[4];
+    local[2] = queued + running + pending;
     local[0] = _sent.load(std::memory_order_seq_cst);
     local[1] = _received.load(std::memory_order_seq_cst);
-    std::uint64_t total[3];
+    local[3] = clock::now() >= deadline ? 1 : 0;
+    std::uint64_t total[4];
     MPI_Request request;
-    check_mpi(MPI_Iallreduce(local, total, 3, MPI_UINT64_T, MPI_SUM, _transport->collective_comm(),
+    check_mpi(MPI_Iallreduce(local, total, 4, MPI_UINT64_T, MPI_SUM, _transport->collective_comm(),
                              &request),
               "MPI_Iallreduce");
     wait_with_backoff(1, &request);
     const bool quiet = total[0] == total[1] && total[2] == 0;
-    if (quiet && total[0] == previous[0] && total[1] == previous[1] && previous[2] == 0) return;
-    std::memcpy(previous, total, sizeof total);
+    if (quiet && total[0] == previous[0] && total[1] == previous[1] && previous[2] == 0) return {};
+    if (total[3] > 0) {
+      const std::uint64_t mine[4] = {pending, running, queued, 0};
+      return describe_unfinished(mine, total[0] - std::min(total[0], total[1]),
+                                 std::chrono::duration<double>(clock::now() - start).count());
+    }
+    std::memcpy(previous, total, sizeof previous);
     if (!quiet) {
       std::this_thread::sleep_for(pause);
       pause = std::min(pause * 2, std::chrono::microseconds(5000));
     }
   }
+}
+
+std::string engine::describe_unfinished(const std::uint64_t (&mine)[4], std::uint64_t in_flight,
+                                        double elapsed_s) {
+  // Every rank learns every rank's counts, so that all report the same.
+  std::vector<std::uint64_t> all(_workers.size() * 4);
+  MPI_Request request;
+  check_mpi(MPI_Iallgather(mine, 4, MPI_UINT64_T, all.data(), 4, MPI_UINT64_T,
+                           _transport->collective_comm(), &request),
+            "MPI_Iallgather");
+  wait_with_backoff(1, &request);
+  char head[96];
+  std::snprintf(head, sizeof head, "mpirpc: graceful shutdown timed out after %.3f s; ", elapsed_s);
+  std::string busy;
+  for (std::size_t w = 0; w < _workers.size(); ++w) {
+    const std::uint64_t* c = &all[w * 4];
+    std::string what;
+    auto add = [&](std::uint64_t n, const char* one, const char* many) {
+      if (n == 0) return;
+      what += (what.empty() ? "" : ", ") + std::to_string(n) + " " + (n == 1 ? one : many);
+    };
+    add(c[0], "call awaiting its reply", "calls awaiting their replies");
+    add(c[1], "handler running", "handlers running");
+    add(c[2], "request queued", "requests queued");
+    if (!what.empty()) busy += (busy.empty() ? "" : "; ") + _workers[w].name + ": " + what;
+  }
+  std::string out = std::string(head) + "still busy: " + (busy.empty() ? "(no worker)" : busy);
+  if (in_flight > 0) {
+    out += "; " + std::to_string(in_flight) + " message(s) sent but not yet processed";
+  }
+  return out + ". Outstanding calls fail with shutdown_error.";
 }
 
 void engine::refuse_queued() noexcept {

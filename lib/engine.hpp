@@ -66,8 +66,11 @@ public:
   void wait(future_state_base& state);
 
   // ---- lifecycle (the thread that calls shutdown)
-  /// Collective: returns once no call is in flight on any rank. Serves meanwhile.
-  void quiesce();
+  /// Collective: returns once no call is in flight on any rank. Serves meanwhile. If any
+  /// rank passes `deadline` first, every rank gives up in the same round and returns what was
+  /// still busy where (worker names and counts); an empty string means quiet.
+  std::string quiesce(std::chrono::steady_clock::time_point deadline =
+                          std::chrono::steady_clock::time_point::max());
   /// Stops accepting calls, fails every outstanding call with shutdown_error, stops threads
   /// and frees the communicators.
   void stop(const std::string& reason);
@@ -101,6 +104,9 @@ private:
   /// Fails expired calls; scans the table at most once per timeout_scan_interval.
   void check_timeouts(std::chrono::steady_clock::time_point now) noexcept;
   void refuse_queued() noexcept;
+  /// Collective: what every rank still had to do when a shutdown's deadline passed.
+  std::string describe_unfinished(const std::uint64_t (&mine)[4], std::uint64_t in_flight,
+                                  double elapsed_s);
   std::string function_name(std::uint64_t id) const;
 
   // configuration and identity

@@ -349,6 +349,10 @@ void init_rpc(std::string name, options opts) {
 }
 
 void shutdown(bool graceful) {
+  shutdown(graceful, std::chrono::duration<double>(0));
+}
+
+void shutdown(bool graceful, std::chrono::duration<double> timeout) {
   using namespace detail;
   if (engine::on_engine_thread() || in_progress_callback()) {
     // Quiescence would wait for this very handler, and stopping would join its thread.
@@ -356,25 +360,35 @@ void shutdown(bool graceful) {
                          "continuation that runs on mpirpc's progress path; call it from an "
                          "application thread");
   }
-  std::lock_guard<std::mutex> lock(g_lifecycle);
-  engine* e = g_engine.load();
-  if (!e) return;
-  std::string reason = "shutdown(graceful=false) was called";
-  if (graceful) {
-    try {
-      e->quiesce();
-      reason = "the runtime shut down";
-    } catch (const std::exception& x) {
-      reason = std::string("graceful shutdown failed: ") + x.what();
-      std::fprintf(stderr, "mpirpc: %s\n", reason.c_str());
+  std::string timed_out;
+  {
+    std::lock_guard<std::mutex> lock(g_lifecycle);
+    engine* e = g_engine.load();
+    if (!e) return;
+    std::string reason = "shutdown(graceful=false) was called";
+    if (graceful) {
+      using clock = std::chrono::steady_clock;
+      constexpr double max_timeout_s = 1e9; // about 31 years: no limit
+      const auto deadline =
+          timeout.count() > 0 && timeout.count() < max_timeout_s
+              ? clock::now() + std::chrono::duration_cast<clock::duration>(timeout)
+              : clock::time_point::max();
+      try {
+        timed_out = e->quiesce(deadline);
+        reason = timed_out.empty() ? "the runtime shut down" : "the graceful shutdown timed out";
+      } catch (const std::exception& x) {
+        reason = std::string("graceful shutdown failed: ") + x.what();
+        std::fprintf(stderr, "mpirpc: %s\n", reason.c_str());
+      }
     }
+    const std::string leftovers = e->rrefs().leftovers();
+    if (!leftovers.empty()) e->log(leftovers);
+    g_engine.store(nullptr, std::memory_order_release);
+    e->stop(reason);
+    e->rrefs().clear();
+    registry::instance().set_frozen(false);
   }
-  const std::string leftovers = e->rrefs().leftovers();
-  if (!leftovers.empty()) e->log(leftovers);
-  g_engine.store(nullptr, std::memory_order_release);
-  e->stop(reason);
-  e->rrefs().clear();
-  registry::instance().set_frozen(false);
+  if (!timed_out.empty()) throw shutdown_error(timed_out);
 }
 
 bool is_running() noexcept {
@@ -417,11 +431,15 @@ runtime::~runtime() {
 }
 
 void runtime::shutdown(bool graceful) {
+  shutdown(graceful, std::chrono::duration<double>(0));
+}
+
+void runtime::shutdown(bool graceful, std::chrono::duration<double> timeout) {
   // Only the session this object started: after an explicit shutdown the application may have
   // started another one, which is not this object's to stop.
   const void* session = _session;
   _session = nullptr;
-  if (session && detail::g_engine.load() == session) mpirpc::shutdown(graceful);
+  if (session && detail::g_engine.load() == session) mpirpc::shutdown(graceful, timeout);
 }
 
 } // namespace mpirpc

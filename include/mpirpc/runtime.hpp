@@ -95,6 +95,13 @@ void init_rpc(std::string name, options opts = {});
 /// Throws shutdown_error when called from a handler or a progress-path continuation.
 /// A call when not running does nothing.
 void shutdown(bool graceful = true);
+/// torch's shutdown(graceful, timeout): a graceful shutdown that gives up once `timeout` has
+/// passed on any rank (zero or negative: no limit). Then, on every rank alike, the runtime
+/// stops as with graceful = false (outstanding futures fail with shutdown_error) and this
+/// throws shutdown_error naming the workers that still had work and how much (calls awaiting
+/// replies, handlers running, requests queued, messages in flight). Ranks may pass different
+/// timeouts; the first to expire decides for all.
+void shutdown(bool graceful, std::chrono::duration<double> timeout);
 
 /// True between init_rpc and shutdown.
 bool is_running() noexcept;
@@ -122,6 +129,8 @@ public:
   /// Shuts down the session this object started, now (collective); the destructor then does
   /// nothing. Neither touches a later session started after this one was shut down.
   void shutdown(bool graceful = true);
+  /// As mpirpc::shutdown(graceful, timeout), for this object's session.
+  void shutdown(bool graceful, std::chrono::duration<double> timeout);
 
 private:
   const void* _session = nullptr;

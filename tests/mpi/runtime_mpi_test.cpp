@@ -535,3 +535,39 @@ TEST_CASE("graceful shutdown waits for the releases of rrefs dropped just before
   CHECK_THAT(report, !Contains("still alive") && !Contains("still referenced"));
   CHECK(tracked::live == 0);
 }
+
+TEST_CASE("a graceful shutdown with a timeout returns normally when nothing is left to do",
+          "[runtime][shutdown]") {
+  mpirpc::init_rpc();
+  CHECK(mpirpc::rpc_sync(next_rank(), add, 2, 3) == 5);
+  CHECK_NOTHROW(mpirpc::shutdown(true, 30s));
+  CHECK_FALSE(mpirpc::is_running());
+}
+
+TEST_CASE("a graceful shutdown that times out stops every rank and names the busy workers",
+          "[runtime][shutdown]") {
+  const int rank = mpirpc_test::world_rank();
+  mpirpc::init_rpc();
+  mpirpc::future<int> slow;
+  // worker0 waits for a handler on worker1 that takes far longer than the shutdown may.
+  if (rank == 0) slow = mpirpc::rpc_async(1, sleepy, 1500);
+  mpirpc_test::barrier();
+  std::string message;
+  try {
+    mpirpc::shutdown(true, 200ms);
+  } catch (const mpirpc::shutdown_error& e) {
+    message = e.what();
+  }
+  // Every rank gave up, in the same round, with the same account of who was busy.
+  CHECK_THAT(message, Contains("graceful shutdown timed out after"));
+  CHECK_THAT(message, Contains("worker0: 1 call awaiting its reply"));
+  CHECK_THAT(message, Contains("fail with shutdown_error"));
+  CHECK_FALSE(mpirpc::is_running());
+  if (rank == 0) {
+    REQUIRE(slow.done());
+    CHECK_THROWS_AS(slow.value(), mpirpc::shutdown_error);
+  }
+  // The stopped session leaves nothing behind: a new one starts and works.
+  mpirpc::runtime rt;
+  CHECK(mpirpc::rpc_sync(next_rank(), add, 1, 1) == 2);
+}
