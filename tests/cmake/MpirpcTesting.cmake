@@ -4,6 +4,14 @@
 # Every launch line gets these: root is allowed (CI runs as root) and more ranks than cores.
 set(MPIRPC_TEST_ENVIRONMENT OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     OMPI_MCA_rmaps_base_oversubscribe=1)
+# Sanitized builds (MPIRPC_SANITIZE; see tests/sanitizers/README.md for why each setting).
+if(MPIRPC_SANITIZE STREQUAL "address")
+  list(APPEND MPIRPC_TEST_ENVIRONMENT ASAN_OPTIONS=detect_leaks=0
+       UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+elseif(MPIRPC_SANITIZE STREQUAL "thread")
+  list(APPEND MPIRPC_TEST_ENVIRONMENT
+       TSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/sanitizers/tsan.supp:report_signal_unsafe=0)
+endif()
 
 # mpirpc_add_unit_test(NAME name SOURCES files...)
 # A single-process Catch2 test, run without a launcher.
