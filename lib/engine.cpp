@@ -642,10 +642,8 @@ void engine::run_queued() {
       try {
         task();
       } catch (const std::exception& e) {
-        _failed_tasks.fetch_add(1, std::memory_order_relaxed);
         log(std::string("a deferred call failed: ") + e.what());
       } catch (...) {
-        _failed_tasks.fetch_add(1, std::memory_order_relaxed);
         log("a deferred call failed with a non-standard exception");
       }
       task = nullptr;

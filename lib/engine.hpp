@@ -135,7 +135,6 @@ private:
   std::atomic<std::uint64_t> _late_replies{0};
   std::atomic<std::uint64_t> _malformed{0};
   std::atomic<std::uint64_t> _timeouts{0};
-  std::atomic<std::uint64_t> _failed_tasks{0};
 
   // requests waiting for a handler slot
   std::mutex _queue_mutex;

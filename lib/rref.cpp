@@ -80,26 +80,29 @@ const function_entry& internal_entry(raw_function marker) {
   return *e;
 }
 
-/// Reports the failure of a release or replenish, which nobody waits for.
-class logging_sink final : public reply_sink {
-public:
-  logging_sink(engine& e, std::string what) : _engine(e), _what(std::move(what)) {}
-  void on_reply(reader&) noexcept override {}
-  void on_error(std::exception_ptr error) noexcept override {
-    _engine.log(_what + " failed: " + describe_exception(error).message);
-  }
-
-private:
-  engine& _engine;
-  std::string _what;
-};
-
-std::string hex(std::uint64_t id) {
+std::string id_text(std::uint64_t id) {
   char text[32];
   std::snprintf(text, sizeof text, "%d:%llu", static_cast<int>(id >> 40),
                 static_cast<unsigned long long>(id & ((std::uint64_t(1) << 40) - 1)));
   return text;
 }
+
+/// Reports the failure of a release, which nobody waits for; the text is built only then.
+class release_sink final : public reply_sink {
+public:
+  release_sink(engine& e, std::uint64_t id, int owner) : _engine(e), _id(id), _owner(owner) {}
+  void on_reply(reader&) noexcept override {}
+  void on_error(std::exception_ptr error) noexcept override {
+    _engine.log("releasing rref " + id_text(_id) + " on " +
+                _engine.workers()[static_cast<std::size_t>(_owner)].name +
+                " failed (its object stays alive): " + describe_exception(error).message);
+  }
+
+private:
+  engine& _engine;
+  std::uint64_t _id;
+  int _owner;
+};
 
 } // namespace
 
@@ -262,23 +265,18 @@ void rref_table::drop(rref_record& r) noexcept {
     r.weight = 0;
   }
   if (weight == 0) return;
-  if (stopped()) {
-    _dropped_after_stop.fetch_add(1, std::memory_order_relaxed);
-    return;
-  }
+  if (stopped()) return; // the shutdown report counted it
   if (r.owner_is_self) {
     release_owned(r.id, weight);
     return;
   }
   try {
     send_internal(r.owner, rref_release_entry(), r.id, weight,
-                  std::make_shared<logging_sink>(_engine, "releasing rref " + hex(r.id) + " on " +
-                                                              _engine.workers()[r.owner].name));
+                  std::make_shared<release_sink>(_engine, r.id, r.owner));
   } catch (const shutdown_error&) {
     // Stopping: the shutdown report counts what is still alive.
-    _dropped_after_stop.fetch_add(1, std::memory_order_relaxed);
   } catch (const std::exception& e) {
-    _engine.log("could not release rref " + hex(r.id) + " (its object on " +
+    _engine.log("could not release rref " + id_text(r.id) + " (its object on " +
                 _engine.workers()[r.owner].name + " stays alive): " + e.what());
   }
 }
@@ -370,7 +368,7 @@ std::shared_ptr<void> rref_table::local_object(const rref_record& r, const std::
   std::lock_guard<std::mutex> lock(_mutex);
   if (o->status == owned_object::state::failed) std::rethrow_exception(o->error);
   if (!o->type || *o->type != type) {
-    throw error("mpirpc: rref " + hex(r.id) + " holds a " +
+    throw error("mpirpc: rref " + id_text(r.id) + " holds a " +
                 (o->type ? demangle(o->type->name()) : std::string("(nothing)")) + ", not a " +
                 demangle(type.name()));
   }
@@ -391,7 +389,8 @@ std::shared_ptr<owned_object> rref_table::take_if_dead(std::uint64_t id) {
   if (it == _owned.end()) return nullptr;
   owned_object& o = *it->second;
   if (o.registered && o.weight < 0) {
-    _engine.log("rref " + hex(id) + ": released more weight than it was given (protocol error)");
+    _engine.log("rref " + id_text(id) +
+                ": released more weight than it was given (protocol error)");
   }
   if (!o.registered || o.weight > 0 || o.status == owned_object::state::pending) return nullptr;
   std::shared_ptr<owned_object> dead = std::move(it->second);
@@ -528,7 +527,7 @@ void rref_table::serve(std::uint16_t flags, const function_entry& fn, reader& in
     std::lock_guard<std::mutex> lock(_mutex);
     created = object(new_id);
     if (created->registered) {
-      throw argument_error("rref " + hex(new_id) +
+      throw argument_error("rref " + id_text(new_id) +
                            " is created twice (forged or repeated request)");
     }
     created->registered = true;

@@ -141,7 +141,6 @@ private:
   std::unordered_map<std::uint64_t, std::weak_ptr<rref_record>> _records;
   std::uint64_t _next_sequence = 1;
   std::atomic<bool> _stopped{false};
-  std::atomic<std::uint64_t> _dropped_after_stop{0};
 };
 
 /// The internal functions of the protocol (registered in lib/rref.cpp).
