@@ -15,6 +15,7 @@
 
 #include "backoff.hpp"
 #include "errors_internal.hpp"
+#include "testing.hpp"
 
 namespace mpirpc::detail {
 
@@ -93,17 +94,39 @@ std::vector<char>& reply_buffer() {
 
 } // namespace
 
-/// Feeds a message's out-of-line buffers to the decoder, in order, checking each size against
-/// the segment table: straight from MPI into the destination, or from the copies taken when
-/// the request had to wait in the queue. drain() swallows those the decoder did not take.
+/// Feeds a message's out-of-line buffers to the decoder, in order, checking each against the
+/// segment table: straight from MPI into the destination, or from the copies taken when the
+/// request had to wait in the queue. drain() swallows those the decoder did not take.
+///
+/// Every chunk is matched (MPI_Improbe) before anything is sized or received for it, and must
+/// have exactly the size the table implies: a table that disagrees with what was sent is a
+/// serialization_error, never an oversized receive (which Open MPI's shared-memory transport
+/// answers with a crash) nor a short one (silently accepted by MPI). A chunk that does not
+/// show up within the transport's patience is an error too; after that the stream gives up
+/// and receives nothing more, so that a forged table costs one patience, not a stalled thread.
 struct engine::segment_stream final : segment_source {
-  segment_stream(transport& t, const incoming& message, const wire::header& h)
-      : _t(t), _source(message.source), _tag(h.data_tag),
-        _table(message.bytes.data() + sizeof(wire::header) + h.payload_size),
-        _count(h.segment_count), _prefetched(message.prefetched) {}
+  segment_stream(transport& t, const incoming& message, const wire::header& h,
+                 engine* owner = nullptr)
+      : segment_stream(t, message.source, h.data_tag,
+                       message.bytes.data() + sizeof(wire::header) + h.payload_size,
+                       h.segment_count, owner) {
+    if (!message.prefetched.empty()) _prefetched = &message.prefetched;
+  }
+  /// A message whose table is at `table` (for one that failed validation: its last bytes;
+  /// the caller has counted it as malformed already).
+  segment_stream(transport& t, int source, std::uint32_t data_tag, const char* table,
+                 std::uint32_t count, engine* owner, bool counted = false)
+      : _t(t), _owner(owner), _source(source), _tag(data_tag), _table(table), _count(count),
+        _counted(counted) {}
+  ~segment_stream() override {
+    if (_next < _count || _held) drain();
+  }
+  segment_stream(const segment_stream&) = delete;
+  segment_stream& operator=(const segment_stream&) = delete;
 
   std::size_t next_segment_size() const override {
     check_next();
+    if (!_prefetched) hold_first_chunk(); // the decoder sizes its destination next
     return static_cast<std::size_t>(size_of(_next));
   }
 
@@ -115,10 +138,10 @@ struct engine::segment_stream final : segment_source {
                                 std::to_string(bytes) + " bytes announced, table says " +
                                 std::to_string(expected));
     }
-    if (!_prefetched.empty()) {
-      if (bytes) std::memcpy(dst, _prefetched[_next].data(), bytes);
+    if (_prefetched) {
+      if (bytes) std::memcpy(dst, (*_prefetched)[_next].data(), bytes);
     } else {
-      _t.receive_segment(_source, _tag, dst, bytes);
+      receive_into(static_cast<char*>(dst));
     }
     ++_next;
   }
@@ -127,33 +150,63 @@ struct engine::segment_stream final : segment_source {
   /// the message can be decoded later from memory.
   void prefetch(std::vector<std::vector<char>>& out) {
     while (_next < _count) {
+      hold_first_chunk(); // before sizing the copy
       out.emplace_back(static_cast<std::size_t>(size_of(_next)));
-      _t.receive_segment(_source, _tag, out.back().data(), out.back().size());
+      receive_into(out.back().data());
       ++_next;
     }
   }
 
-  void drain() noexcept {
-    if (!_prefetched.empty()) {
+  /// Receives and discards the buffers not taken, each chunk into a scratch buffer of the size
+  /// actually sent, so that no unmatched message stays on the data communicator and the sender
+  /// is not left blocked. Gives up (false, logged) when a chunk does not come within the
+  /// patience, or after an earlier give-up.
+  bool drain() noexcept {
+    if (_prefetched) {
       _next = _count;
-      return;
+      return true;
     }
+    const std::uint32_t left_before = _count - std::min(_next, _count);
     try {
       std::vector<char> scratch;
-      while (_next < _count) {
-        std::uint64_t left = size_of(_next++);
-        // Receive chunk by chunk, as sent, into a bounded scratch buffer.
-        while (true) {
-          const std::size_t chunk =
-              static_cast<std::size_t>(std::min<std::uint64_t>(left, wire::max_chunk));
-          scratch.resize(chunk);
-          _t.receive_segment(_source, _tag, scratch.data(), chunk);
-          left -= chunk;
-          if (left == 0) break;
-        }
+      if (_held) {
+        _held = false;
+        _t.discard_matched(_held_message, _held_bytes, scratch);
+        _taken += _held_bytes;
+        _started = true;
       }
-    } catch (...) {
+      while (_next < _count && !_gave_up) {
+        const std::uint64_t size = size_of(_next);
+        // One message at least (an empty buffer is one empty message), then until the bytes
+        // the table announces have come; a chunk of another size just counts for its bytes.
+        while (!_started || _taken < size) {
+          MPI_Message m;
+          std::size_t got = 0;
+          if (!_t.match_data(_source, _tag, m, got)) {
+            _gave_up = true;
+            break;
+          }
+          _t.discard_matched(m, got, scratch);
+          _taken += got;
+          _started = true;
+        }
+        if (_gave_up) break;
+        next_buffer();
+      }
+    } catch (const std::exception& e) {
+      _gave_up = true;
+      if (_owner) _owner->log(std::string("receiving out-of-line data failed: ") + e.what());
     }
+    if (_gave_up && !_logged) {
+      _logged = true;
+      note_malformed("gave up receiving the out-of-line buffers of a message from rank " +
+                     std::to_string(_source) + " (data tag " + std::to_string(_tag) +
+                     "): " + std::to_string(_count - std::min(_next, _count)) + " of " +
+                     std::to_string(left_before) + " left were not received within " +
+                     std::to_string(_t.patience().count()) + " ms");
+    }
+    if (_gave_up) _next = _count; // nothing more is attempted
+    return !_gave_up;
   }
 
 private:
@@ -165,24 +218,116 @@ private:
   }
   std::uint64_t size_of(std::uint32_t i) const {
     std::uint64_t n;
-    std::memcpy(&n, _table + i * sizeof(std::uint64_t), sizeof n);
+    std::memcpy(&n, _table + std::size_t(i) * sizeof(std::uint64_t), sizeof n);
     return n;
   }
+  static std::size_t chunk_of(std::uint64_t left) {
+    return static_cast<std::size_t>(std::min<std::uint64_t>(left, wire::max_chunk));
+  }
+  /// Counts the message as malformed (once) and logs why.
+  void note_malformed(const std::string& what) const noexcept {
+    if (!_owner) return;
+    _owner->log(what); // before the count: whoever sees the count finds the line written
+    if (!_counted) {
+      _counted = true;
+      _owner->_malformed.fetch_add(1, std::memory_order_seq_cst);
+    }
+  }
+  [[noreturn]] void fail_missing(std::uint64_t size) const {
+    const bool first = !_gave_up;
+    _gave_up = true;
+    const std::string what =
+        "out-of-line buffer " + std::to_string(_next + 1) + " of " + std::to_string(_count) + " (" +
+        std::to_string(size) + " bytes) from rank " + std::to_string(_source) +
+        " did not arrive within " + std::to_string(_t.patience().count()) + " ms";
+    if (first) {
+      _logged = true; // drain() adds nothing
+      note_malformed("malformed message: " + what);
+    }
+    throw serialization_error("mpirpc: malformed message: " + what);
+  }
+  /// Discards a matched chunk of the wrong size, then throws. The table is wrong, so the chunk
+  /// stands for the rest of its buffer: drain() goes on with the next buffer.
+  [[noreturn]] void fail_size(MPI_Message& m, std::size_t got, std::size_t expected) const {
+    std::vector<char> scratch;
+    _t.discard_matched(m, got, scratch);
+    _taken = size_of(_next);
+    _started = true;
+    const std::string what = "a chunk of " + std::to_string(got) + " bytes arrived from rank " +
+                             std::to_string(_source) + " for out-of-line buffer " +
+                             std::to_string(_next + 1) + " of " + std::to_string(_count) +
+                             ", whose table entry (" + std::to_string(size_of(_next)) +
+                             " bytes) implies " + std::to_string(expected);
+    note_malformed("malformed message: " + what);
+    throw serialization_error("mpirpc: malformed message: " + what);
+  }
+  /// Matches the first chunk of the next buffer and checks its size, once.
+  void hold_first_chunk() const {
+    if (_held) return;
+    const std::uint64_t size = size_of(_next);
+    if (_gave_up) fail_missing(size);
+    MPI_Message m;
+    std::size_t got = 0;
+    if (!_t.match_data(_source, _tag, m, got)) fail_missing(size);
+    if (got != chunk_of(size)) fail_size(m, got, chunk_of(size));
+    _held_message = m;
+    _held_bytes = got;
+    _held = true;
+  }
+  /// Receives the whole next buffer into `dst`, chunk by chunk.
+  void receive_into(char* dst) {
+    hold_first_chunk();
+    const std::uint64_t size = size_of(_next);
+    _held = false;
+    _started = true;
+    _t.receive_matched(_held_message, dst, _held_bytes);
+    _taken = _held_bytes;
+    while (_taken < size) {
+      const std::size_t expected = chunk_of(size - _taken);
+      MPI_Message m;
+      std::size_t got = 0;
+      if (!_t.match_data(_source, _tag, m, got)) fail_missing(size);
+      if (got != expected) fail_size(m, got, expected);
+      _t.receive_matched(m, dst + _taken, got);
+      _taken += got;
+    }
+    next_buffer_state();
+  }
+  void next_buffer() {
+    ++_next;
+    next_buffer_state();
+  }
+  void next_buffer_state() const {
+    _taken = 0;
+    _started = false;
+  }
+
   transport& _t;
+  engine* _owner;
   int _source;
   std::uint32_t _tag;
   const char* _table;
   std::uint32_t _count;
-  const std::vector<std::vector<char>>& _prefetched;
+  const std::vector<std::vector<char>>* _prefetched = nullptr;
   std::uint32_t _next = 0;
+  // Progress within buffer _next (mutable: next_segment_size() is const but matches a chunk).
+  mutable bool _held = false; ///< its first chunk is matched, not yet received
+  mutable MPI_Message _held_message = MPI_MESSAGE_NULL;
+  mutable std::size_t _held_bytes = 0;
+  mutable std::uint64_t _taken = 0; ///< bytes of it received or discarded
+  mutable bool _started = false;    ///< one of its chunks has been taken
+  mutable bool _gave_up = false;    ///< a chunk did not come in time: receive nothing more
+  mutable bool _logged = false;     ///< the give-up has been logged
+  mutable bool _counted = false;    ///< counted in malformed_messages
 };
 
 engine::engine(const options& opts, std::unique_ptr<transport> t, std::vector<worker_info> workers,
                bool spin_allowed)
-    : _num_handlers(opts.num_worker_threads), _default_timeout_s(opts.rpc_timeout.count()),
-      _idle_poll_interval(opts.idle_poll_interval), _transport(std::move(t)),
-      _workers(std::move(workers)), _rank(_transport->rank()),
-      _spin_window(spin_allowed ? spin_window : std::chrono::microseconds(0)) {
+    : _num_handlers(opts.num_worker_threads), _max_outstanding(opts.max_outstanding_calls),
+      _default_timeout_s(opts.rpc_timeout.count()), _idle_poll_interval(opts.idle_poll_interval),
+      _transport(std::move(t)), _workers(std::move(workers)), _rank(_transport->rank()),
+      _spin_window(spin_allowed ? spin_window : std::chrono::microseconds(0)),
+      _pending(static_cast<int>(_workers.size())) {
   for (const auto& w : _workers)
     _rank_of_name.emplace(w.name, w.id);
   _rrefs = std::make_unique<rref_table>(*this);
@@ -277,10 +422,13 @@ void engine::send_message(int dest, int tag, std::vector<char>& buffer, wire::ki
   // Counted before the send, so that no rank can count it received before it counts as sent
   // (quiesce relies on sent >= received); a failed send is counted as received as well.
   _sent.fetch_add(1, std::memory_order_seq_cst);
+  bool control_sent = false;
   try {
-    _transport->send(dest, tag, buffer.data(), buffer.size(), segments, h.data_tag);
+    _transport->send(dest, tag, buffer.data(), buffer.size(), segments, h.data_tag, &control_sent);
   } catch (...) {
-    _received.fetch_add(1, std::memory_order_seq_cst);
+    // A control message that left is counted by its receiver (even if its segments then fail);
+    // one that never left is balanced here.
+    if (!control_sent) _received.fetch_add(1, std::memory_order_seq_cst);
     throw;
   }
 }
@@ -305,27 +453,65 @@ private:
   bool _admitted;
 };
 
+bool engine::wait_for_room(int dest, clock::time_point deadline) {
+  _calls_delayed.fetch_add(1, std::memory_order_relaxed);
+  // This thread only sleeps: the replies that make room are received by the leader or by a
+  // thread in wait(). It must not dispatch anything itself, since the request it is about to
+  // send sits in its thread-local buffers.
+  constexpr auto recheck = std::chrono::milliseconds(1); // also bounds a missed wake-up
+  for (;;) {
+    if (!_accepting.load(std::memory_order_seq_cst)) {
+      throw shutdown_error("mpirpc: the RPC runtime is shutting down; the call was not sent");
+    }
+    if (_pending.try_reserve(dest, _max_outstanding)) return true;
+    const auto now = clock::now();
+    if (now >= deadline) return false;
+    _pending.wait_for_room(dest, _max_outstanding, std::min(deadline, now + recheck));
+  }
+}
+
 void engine::send_request(int dest, const function_entry& fn, std::uint16_t flags,
                           request_buffers& request, std::shared_ptr<reply_sink> sink,
                           double timeout_s) {
-  const admission admitted(*this);
-  if (!admitted) {
-    throw shutdown_error("mpirpc: the RPC runtime has shut down; no further calls can be made");
-  }
   const function_entry* entry = &fn;
   if (timeout_s < 0) timeout_s = _default_timeout_s;
   pending_call call;
-  call.sink = std::move(sink);
   call.function_id = entry->id;
   call.dest = dest;
   call.start = clock::now();
-  _last_call_ns.store(call.start.time_since_epoch().count(), std::memory_order_relaxed);
   // A timeout too large for the clock (or infinite) means none.
   constexpr double max_timeout_s = 1e9; // about 31 years
   call.deadline = timeout_s > 0 && timeout_s < max_timeout_s
                       ? call.start + std::chrono::duration_cast<clock::duration>(
                                          std::chrono::duration<double>(timeout_s))
                       : clock::time_point::max();
+  // Flow control. A progress-path continuation must not block the progress it runs on, so
+  // its calls never wait for room.
+  const bool may_wait = !in_progress_callback();
+  if (!_pending.try_reserve(dest, may_wait ? _max_outstanding : 0) &&
+      !wait_for_room(dest, call.deadline)) {
+    // Never sent: what the request's rrefs gave it goes back (send_call then commits nothing).
+    rref_table::fork_log_undo(0);
+    _timeouts.fetch_add(1, std::memory_order_relaxed);
+    const double elapsed = std::chrono::duration<double>(clock::now() - call.start).count();
+    char text[96];
+    std::snprintf(text, sizeof text, "%.3f s (timeout %.3f s)", elapsed, timeout_s);
+    const std::string& callee = _workers[static_cast<std::size_t>(dest)].name;
+    sink->on_error(std::make_exception_ptr(timeout_error(
+        "mpirpc: call to '" + entry->name + "' on " + callee + " timed out after " + text +
+        " before it could be sent: " + std::to_string(_pending.outstanding(dest)) +
+        " earlier calls to " + callee +
+        " still awaited their replies (options::max_outstanding_calls = " +
+        std::to_string(_max_outstanding) + ")")));
+    return;
+  }
+  const admission admitted(*this);
+  if (!admitted) {
+    _pending.unreserve(dest);
+    throw shutdown_error("mpirpc: the RPC runtime has shut down; no further calls can be made");
+  }
+  call.sink = std::move(sink);
+  _last_call_ns.store(call.start.time_since_epoch().count(), std::memory_order_relaxed);
   const std::uint64_t id = _pending.insert(std::move(call));
   try {
     send_message(dest, wire::tag_request, request.payload, wire::kind::request, id, entry->id,
@@ -499,14 +685,33 @@ std::exception_ptr engine::decode_error_reply(const char* payload, std::size_t s
 // Receiving
 
 void engine::dispatch(incoming& message) noexcept {
-  wire::header h;
-  const std::string problem =
-      wire::validate(message.bytes.data(), message.bytes.size(), message.tag, h);
+  wire::header h{};
+  const std::uint32_t max_tag = _transport->tag_ub();
+  const std::size_t size = message.bytes.size();
+  const std::string problem = wire::validate(message.bytes.data(), size, message.tag, h, max_tag);
   if (!problem.empty()) {
-    _malformed.fetch_add(1);
-    log("dropped a malformed message from rank " + std::to_string(message.source) + ": " + problem);
-    // A request whose header is readable still gets an error reply.
-    if (message.tag == wire::tag_request && message.bytes.size() >= sizeof(wire::header) &&
+    // Refused (docs/wire.md, "Validation on receipt"). Its out-of-line buffers are received and
+    // discarded if its segment table can be read (at the message's end, where senders put
+    // it), so that the sender is not left blocked; then it is logged, counted, answered if it
+    // came as a request with a readable header, and counted as received like any message.
+    std::string segments;
+    if (wire::segment_table_readable(size, h, max_tag)) {
+      const char* table =
+          message.bytes.data() + size - std::size_t(h.segment_count) * sizeof(std::uint64_t);
+      const bool drained = segment_stream(*_transport, message.source, h.data_tag, table,
+                                          h.segment_count, this, true)
+                               .drain();
+      segments = drained ? "; its " + std::to_string(h.segment_count) +
+                               " out-of-line buffer(s) were received and discarded"
+                         : "; its out-of-line buffers were not all received";
+    } else if (size >= sizeof(wire::header) && h.magic == wire::magic && h.segment_count > 0) {
+      segments = "; the out-of-line buffers it announces were not received (no usable segment "
+                 "table or data tag)";
+    }
+    log("dropped a malformed message from rank " + std::to_string(message.source) + " (tag " +
+        std::to_string(message.tag) + "): " + problem + segments);
+    _malformed.fetch_add(1, std::memory_order_seq_cst);
+    if (message.tag == wire::tag_request && size >= sizeof(wire::header) &&
         h.magic == wire::magic) {
       send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::malformed,
                        "mpirpc::serialization_error", "malformed request: " + problem, self().name);
@@ -537,13 +742,13 @@ bool engine::try_take_slot() noexcept {
 void engine::handle_request(incoming& message, const wire::header& h) {
   const function_entry* fn = registry::instance().by_id(h.function_id);
   if (!fn) {
-    segment_stream(*_transport, message, h).drain();
+    segment_stream(*_transport, message, h, this).drain();
     send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::unknown_function,
                      "mpirpc::unknown_function_error", "no such function", self().name);
     return;
   }
   if (!_accepting.load(std::memory_order_seq_cst)) { // a non-graceful stop is under way
-    segment_stream(*_transport, message, h).drain();
+    segment_stream(*_transport, message, h, this).drain();
     send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::shutting_down,
                      "mpirpc::shutdown_error", self().name + " is shutting down", self().name);
     return;
@@ -552,7 +757,21 @@ void engine::handle_request(incoming& message, const wire::header& h) {
     // The request waits for a handler slot; its sender must not wait with it (a sender blocked
     // on an unreceived buffer might itself hold the slot the request needs): take the buffers
     // now and decode from memory later.
-    if (h.segment_count > 0) segment_stream(*_transport, message, h).prefetch(message.prefetched);
+    if (h.segment_count > 0) {
+      segment_stream segments(*_transport, message, h, this);
+      try {
+        segments.prefetch(message.prefetched);
+      } catch (const std::exception& e) { // the buffers do not match the table, or no memory
+        segments.drain();
+        message.prefetched.clear();
+        send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::serialization,
+                         "mpirpc::serialization_error",
+                         "the arguments of '" + fn->name + "' could not be received on " +
+                             self().name + ": " + e.what(),
+                         self().name);
+        return;
+      }
+    }
     {
       std::lock_guard<std::mutex> lock(_queue_mutex);
       _queue.push_back(std::move(message));
@@ -576,7 +795,7 @@ void engine::handle_request(incoming& message, const wire::header& h) {
 }
 
 void engine::run_request(const incoming& message, const wire::header& h, const function_entry& fn) {
-  segment_stream segments(*_transport, message, h);
+  segment_stream segments(*_transport, message, h, this);
   reader in(message.bytes.data() + sizeof(wire::header), static_cast<std::size_t>(h.payload_size),
             &segments);
   reply_token token;
@@ -660,10 +879,11 @@ void engine::run_queued() {
 }
 
 void engine::handle_reply(incoming& message, const wire::header& h) {
-  segment_stream segments(*_transport, message, h);
+  segment_stream segments(*_transport, message, h, this);
   std::optional<pending_call> call = _pending.take(h.call_id);
   if (!call) {
     segments.drain();
+    if (testing::capture_reply(message)) return; // a reply to the test seam's raw message
     _late_replies.fetch_add(1, std::memory_order_relaxed);
     return;
   }
@@ -1028,6 +1248,7 @@ runtime_stats engine::stats() const {
   s.late_replies_dropped = _late_replies.load();
   s.malformed_messages = _malformed.load();
   s.timeouts = _timeouts.load();
+  s.calls_delayed = _calls_delayed.load();
   s.rref_owned_objects = _rrefs->owned_objects();
   s.rref_references = _rrefs->references();
   return s;

@@ -81,6 +81,7 @@ public:
   static bool on_engine_thread() noexcept;
 
 private:
+  friend struct testing_access; // lib/testing.cpp: the raw-message test seam
   struct segment_stream;
   class admission;
 
@@ -99,6 +100,9 @@ private:
   void send_message(int dest, int tag, std::vector<char>& buffer, wire::kind kind,
                     std::uint64_t call_id, std::uint64_t function_id,
                     const std::vector<segment>& segments, std::uint16_t flags = 0);
+  /// Flow control: waits until a call to `dest` fits under options::max_outstanding_calls and
+  /// reserves its room; false if `deadline` passes first. Throws shutdown_error if stopping.
+  bool wait_for_room(int dest, std::chrono::steady_clock::time_point deadline);
   std::exception_ptr decode_error_reply(const char* payload, std::size_t size,
                                         const pending_call& call) const;
   /// Fails expired calls; scans the table at most once per timeout_scan_interval.
@@ -111,6 +115,7 @@ private:
 
   // configuration and identity
   const int _num_handlers;
+  const int _max_outstanding; ///< per destination; zero: no limit
   const double _default_timeout_s;
   const std::chrono::microseconds _idle_poll_interval;
   std::unique_ptr<transport> _transport;
@@ -135,6 +140,7 @@ private:
   std::atomic<std::uint64_t> _late_replies{0};
   std::atomic<std::uint64_t> _malformed{0};
   std::atomic<std::uint64_t> _timeouts{0};
+  std::atomic<std::uint64_t> _calls_delayed{0};
 
   // requests waiting for a handler slot
   std::mutex _queue_mutex;

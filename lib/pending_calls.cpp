@@ -3,6 +3,47 @@
 
 namespace mpirpc::detail {
 
+pending_calls::pending_calls(int ranks)
+    : _per_dest(new std::atomic<int>[static_cast<std::size_t>(ranks > 0 ? ranks : 1)]) {
+  for (int i = 0; i < (ranks > 0 ? ranks : 1); ++i)
+    _per_dest[static_cast<std::size_t>(i)] = 0;
+}
+
+bool pending_calls::try_reserve(int dest, int limit) noexcept {
+  std::atomic<int>& n = _per_dest[static_cast<std::size_t>(dest)];
+  if (limit <= 0) {
+    n.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  int current = n.load(std::memory_order_relaxed);
+  while (current < limit) {
+    if (n.compare_exchange_weak(current, current + 1, std::memory_order_relaxed)) return true;
+  }
+  return false;
+}
+
+void pending_calls::unreserve(int dest) noexcept {
+  released(dest);
+}
+
+void pending_calls::released(int dest) noexcept {
+  _per_dest[static_cast<std::size_t>(dest)].fetch_sub(1, std::memory_order_seq_cst);
+  if (_room_waiters.load(std::memory_order_seq_cst) > 0) {
+    std::lock_guard<std::mutex> lock(_room_mutex); // no lost wake-up
+    _room_cv.notify_all();
+  }
+}
+
+void pending_calls::wait_for_room(int dest, int limit,
+                                  std::chrono::steady_clock::time_point until) {
+  std::unique_lock<std::mutex> lock(_room_mutex);
+  _room_waiters.fetch_add(1, std::memory_order_seq_cst);
+  if (_per_dest[static_cast<std::size_t>(dest)].load(std::memory_order_seq_cst) >= limit) {
+    _room_cv.wait_until(lock, until);
+  }
+  _room_waiters.fetch_sub(1, std::memory_order_seq_cst);
+}
+
 std::uint64_t pending_calls::insert(pending_call call) {
   std::lock_guard<std::mutex> lock(_mutex);
   std::uint32_t index;
@@ -24,7 +65,7 @@ std::uint64_t pending_calls::insert(pending_call call) {
 std::optional<pending_call> pending_calls::take(std::uint64_t id) {
   const auto index = static_cast<std::uint32_t>(id & 0xffffffffu);
   const auto generation = static_cast<std::uint32_t>(id >> 32);
-  std::lock_guard<std::mutex> lock(_mutex);
+  std::unique_lock<std::mutex> lock(_mutex);
   if (index >= _slots.size()) return std::nullopt;
   slot& s = _slots[index];
   if (!s.used || s.generation != generation) return std::nullopt;
@@ -33,12 +74,14 @@ std::optional<pending_call> pending_calls::take(std::uint64_t id) {
   s.call = pending_call{};
   _free.push_back(index);
   _size.fetch_sub(1, std::memory_order_relaxed);
+  lock.unlock();
+  released(out->dest);
   return out;
 }
 
 std::vector<pending_call> pending_calls::take_expired(std::chrono::steady_clock::time_point now) {
   std::vector<pending_call> out;
-  std::lock_guard<std::mutex> lock(_mutex);
+  std::unique_lock<std::mutex> lock(_mutex);
   for (std::uint32_t i = 0; i < _slots.size(); ++i) {
     slot& s = _slots[i];
     if (s.used && s.call.deadline <= now) {
@@ -49,6 +92,9 @@ std::vector<pending_call> pending_calls::take_expired(std::chrono::steady_clock:
       _size.fetch_sub(1, std::memory_order_relaxed);
     }
   }
+  lock.unlock();
+  for (const pending_call& call : out)
+    released(call.dest);
   return out;
 }
 

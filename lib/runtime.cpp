@@ -325,6 +325,10 @@ void init_rpc(options opts) {
                std::to_string(opts.num_worker_threads) + "; ";
   }
   if (opts.rpc_timeout.count() < 0) problem += "options::rpc_timeout must not be negative; ";
+  if (opts.max_outstanding_calls < 0) {
+    problem += "options::max_outstanding_calls must not be negative (zero: no limit), not " +
+               std::to_string(opts.max_outstanding_calls) + "; ";
+  }
   if (opts.idle_poll_interval.count() < 1) {
     problem += "options::idle_poll_interval must be at least 1 microsecond; ";
   }

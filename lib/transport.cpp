@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <limits>
 #include <thread>
 
@@ -21,21 +22,29 @@ void check_mpi(int rc, const char* call) {
   throw mpi_error(call, rc, std::string(text, static_cast<std::size_t>(len)));
 }
 
+namespace {
+using clock = std::chrono::steady_clock;
+
+/// One pause of a back-off wait that has lasted `waited`: spins for `spin_for`, then sleeps a
+/// quarter of the time waited so far, from 2 us up to 1 ms.
+void back_off(clock::duration waited, std::chrono::microseconds spin_for) {
+  if (waited < spin_for) {
+    cpu_relax();
+    return;
+  }
+  const auto quarter = std::chrono::duration_cast<std::chrono::microseconds>(waited / 4);
+  std::this_thread::sleep_for(
+      std::clamp(quarter, std::chrono::microseconds(2), std::chrono::microseconds(1000)));
+}
+} // namespace
+
 void wait_with_backoff(int count, MPI_Request* requests, std::chrono::microseconds spin_for) {
-  using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   for (;;) {
     int done = 0;
     check_mpi(MPI_Testall(count, requests, &done, MPI_STATUSES_IGNORE), "MPI_Testall");
     if (done) return;
-    const auto waited = clock::now() - start;
-    if (waited < spin_for) {
-      cpu_relax();
-      continue;
-    }
-    const auto quarter = std::chrono::duration_cast<std::chrono::microseconds>(waited / 4);
-    std::this_thread::sleep_for(
-        std::clamp(quarter, std::chrono::microseconds(2), std::chrono::microseconds(1000)));
+    back_off(clock::now() - start, spin_for);
   }
 }
 
@@ -91,47 +100,139 @@ namespace {
 constexpr std::size_t eager_limit = 4096;
 } // namespace
 
-void transport::send(int dest, int tag, const char* data, std::size_t size,
-                     const std::vector<segment>& segments, std::uint32_t data_tag) {
+namespace {
+/// Waits for every request, as wait_with_backoff, but does not stop at a failed one while
+/// others are still pending (MPI may read their buffers until they complete). Returns the
+/// first error (MPI_SUCCESS if none); `first_failed` tells whether request 0 failed.
+int complete_all(std::vector<MPI_Request>& requests, bool& first_failed,
+                 std::chrono::microseconds spin_for) {
+  const int count = static_cast<int>(requests.size());
+  MPI_Status few[8];
+  std::vector<MPI_Status> many(requests.size() > 8 ? requests.size() : 0);
+  MPI_Status* statuses = many.empty() ? few : many.data();
+  int first_error = MPI_SUCCESS;
+  const auto start = clock::now();
+  for (;;) {
+    int done = 0;
+    const int rc = MPI_Testall(count, requests.data(), &done, statuses);
+    if (rc == MPI_ERR_IN_STATUS) {
+      // Completed requests, failed or not, are freed (MPI_REQUEST_NULL); pending ones report
+      // MPI_ERR_PENDING and are waited for on the next round.
+      bool pending = false;
+      for (int i = 0; i < count; ++i) {
+        const int e = statuses[static_cast<std::size_t>(i)].MPI_ERROR;
+        if (e == MPI_ERR_PENDING) {
+          pending = true;
+        } else if (e != MPI_SUCCESS) {
+          if (first_error == MPI_SUCCESS) first_error = e;
+          if (i == 0) first_failed = true;
+        }
+      }
+      if (!pending) return first_error;
+    } else if (rc != MPI_SUCCESS) {
+      return rc; // nothing more is known about the requests
+    } else if (done) {
+      return first_error;
+    }
+    back_off(clock::now() - start, spin_for);
+  }
+}
+} // namespace
+
+void transport::post_and_wait(int dest, int tag, const char* data, std::size_t size,
+                              const std::vector<segment>& parts, int data_tag, bool chunked,
+                              bool* control_sent) {
   // engine::send_message has checked that size fits MPI's int count.
-  if (size <= eager_limit && segments.empty()) {
+  if (size <= eager_limit && parts.empty()) {
     check_mpi(MPI_Send(data, static_cast<int>(size), MPI_BYTE, dest, tag, _ctrl), "MPI_Send");
+    if (control_sent) *control_sent = true;
     return;
   }
   std::vector<MPI_Request> requests;
-  requests.reserve(1 + segments.size());
-  requests.emplace_back();
+  requests.reserve(1 + parts.size());
+  requests.push_back(MPI_REQUEST_NULL);
   check_mpi(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, dest, tag, _ctrl, &requests.back()),
-            "MPI_Isend");
-  for (const segment& s : segments) {
-    const char* p = static_cast<const char*>(s.data);
-    std::size_t left = s.bytes;
-    do {
-      const std::size_t chunk = std::min(left, wire::max_chunk);
-      requests.emplace_back();
-      check_mpi(MPI_Isend(p, static_cast<int>(chunk), MPI_BYTE, dest, static_cast<int>(data_tag),
-                          _data, &requests.back()),
-                "MPI_Isend");
-      p += chunk;
-      left -= chunk;
-    } while (left > 0);
+            "MPI_Isend"); // if this fails, nothing has left
+  if (control_sent) *control_sent = true;
+  std::exception_ptr failure;
+  try {
+    for (const segment& s : parts) {
+      const char* p = static_cast<const char*>(s.data);
+      std::size_t left = s.bytes;
+      do {
+        const std::size_t chunk = chunked ? std::min(left, wire::max_chunk) : left;
+        requests.push_back(MPI_REQUEST_NULL);
+        check_mpi(MPI_Isend(p, static_cast<int>(chunk), MPI_BYTE, dest, data_tag, _data,
+                            &requests.back()),
+                  "MPI_Isend");
+        p += chunk;
+        left -= chunk;
+      } while (left > 0);
+    }
+  } catch (...) {
+    // The control message has left: the receiver will get it and wait for the segments that
+    // were not posted (until its patience runs out). What was posted must complete before
+    // the caller may release the buffers.
+    failure = std::current_exception();
   }
-  wait_with_backoff(static_cast<int>(requests.size()), requests.data(), _spin_for);
+  bool control_failed = false;
+  const int rc = complete_all(requests, control_failed, _spin_for);
+  if (control_failed && control_sent) *control_sent = false;
+  if (failure) std::rethrow_exception(failure);
+  check_mpi(rc, "MPI_Testall");
 }
 
-void transport::receive_segment(int source, std::uint32_t data_tag, void* dst, std::size_t bytes) {
-  char* p = static_cast<char*>(dst);
-  std::size_t left = bytes;
-  do {
-    const std::size_t chunk = std::min(left, wire::max_chunk);
-    MPI_Request request;
-    check_mpi(MPI_Irecv(p, static_cast<int>(chunk), MPI_BYTE, source, static_cast<int>(data_tag),
-                        _data, &request),
-              "MPI_Irecv");
-    wait_with_backoff(1, &request, _spin_for);
-    p += chunk;
-    left -= chunk;
-  } while (left > 0);
+void transport::send(int dest, int tag, const char* data, std::size_t size,
+                     const std::vector<segment>& segments, std::uint32_t data_tag,
+                     bool* control_sent) {
+  if (control_sent) *control_sent = false;
+  if (!segments.empty() && (data_tag == 0 || data_tag > _tag_ub)) {
+    // Checked before anything is sent, so that no control message announces segments that
+    // could never follow.
+    throw mpi_error("MPI_Isend", MPI_ERR_TAG,
+                    "data tag " + std::to_string(data_tag) + " outside 1.." +
+                        std::to_string(_tag_ub));
+  }
+  post_and_wait(dest, tag, data, size, segments, static_cast<int>(data_tag), true, control_sent);
+}
+
+void transport::send_raw(int dest, int tag, const char* data, std::size_t size,
+                         const std::vector<segment>& messages, int data_tag, bool* control_sent) {
+  if (control_sent) *control_sent = false;
+  post_and_wait(dest, tag, data, size, messages, data_tag, false, control_sent);
+}
+
+bool transport::match_data(int source, std::uint32_t data_tag, MPI_Message& message,
+                           std::size_t& bytes) {
+  const auto start = clock::now();
+  const auto limit = patience();
+  for (;;) {
+    int flag = 0;
+    MPI_Status status;
+    check_mpi(MPI_Improbe(source, static_cast<int>(data_tag), _data, &flag, &message, &status),
+              "MPI_Improbe");
+    if (flag) {
+      int count = 0;
+      MPI_Get_count(&status, MPI_BYTE, &count);
+      bytes = static_cast<std::size_t>(std::max(count, 0));
+      return true;
+    }
+    const auto waited = clock::now() - start;
+    if (waited >= limit) return false;
+    back_off(waited, _spin_for);
+  }
+}
+
+void transport::receive_matched(MPI_Message& message, void* dst, std::size_t bytes) {
+  MPI_Request request;
+  check_mpi(MPI_Imrecv(dst, static_cast<int>(bytes), MPI_BYTE, &message, &request), "MPI_Imrecv");
+  wait_with_backoff(1, &request, _spin_for);
+}
+
+void transport::discard_matched(MPI_Message& message, std::size_t bytes,
+                                std::vector<char>& scratch) {
+  scratch.resize(bytes);
+  receive_matched(message, scratch.data(), bytes);
 }
 
 std::uint32_t transport::next_data_tag() noexcept {

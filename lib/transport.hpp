@@ -49,13 +49,43 @@ public:
   /// Receives one control message with `tag` (MPI_ANY_TAG for any) if one is waiting.
   bool try_receive(int tag, incoming& out);
 
-  /// Sends a control message, then its out-of-line segments on `data_tag`. Returns once the
-  /// buffers may be reused.
+  /// Sends a control message, then its out-of-line segments on `data_tag`, each split into
+  /// chunks of at most wire::max_chunk bytes. Returns once the buffers may be reused.
+  ///
+  /// Checks the data tag (1 .. tag_ub() when there are segments) before anything is sent. If
+  /// it throws, `control_sent` (when given) tells whether the control message had been handed
+  /// to MPI (and will reach the receiver, which counts it) before the failure: a send that
+  /// fails after that point first waits for what it had already posted, so that no buffer is
+  /// released while MPI still reads it, and then throws.
   void send(int dest, int tag, const char* data, std::size_t size,
-            const std::vector<segment>& segments, std::uint32_t data_tag);
+            const std::vector<segment>& segments, std::uint32_t data_tag,
+            bool* control_sent = nullptr);
 
-  /// Receives one out-of-line segment of `bytes` bytes from `source` into `dst`.
-  void receive_segment(int source, std::uint32_t data_tag, void* dst, std::size_t bytes);
+  /// Test seam (lib/testing.hpp): sends `data` as the control message with `tag`, then each of
+  /// `messages` as one message on the data communicator with `data_tag` as given (no chunking,
+  /// no checks). Same completion and failure contract as send().
+  void send_raw(int dest, int tag, const char* data, std::size_t size,
+                const std::vector<segment>& messages, int data_tag, bool* control_sent);
+
+  /// Waits, up to patience(), for the next message from `source` with `data_tag` on the data
+  /// communicator and matches it (MPI_Improbe), so that its true size is known before any
+  /// memory is sized for it. False if none came in time.
+  bool match_data(int source, std::uint32_t data_tag, MPI_Message& message, std::size_t& bytes);
+  /// Receives a message matched by match_data into `dst`, which holds its `bytes` bytes.
+  void receive_matched(MPI_Message& message, void* dst, std::size_t bytes);
+  /// Receives a matched message into `scratch` (resized to its size) and forgets it.
+  void discard_matched(MPI_Message& message, std::size_t bytes, std::vector<char>& scratch);
+
+  /// How long a receiver waits for an announced out-of-line message to show up (its sender
+  /// posts it right after the control message) before it treats the message as malformed.
+  std::chrono::milliseconds patience() const noexcept {
+    return std::chrono::milliseconds(_patience_ms.load(std::memory_order_relaxed));
+  }
+  void set_patience(std::chrono::milliseconds p) noexcept {
+    _patience_ms.store(p.count(), std::memory_order_relaxed);
+  }
+  /// The largest valid tag (MPI_TAG_UB of the control communicator).
+  std::uint32_t tag_ub() const noexcept { return _tag_ub; }
 
   /// A fresh tag for one message's segments.
   std::uint32_t next_data_tag() noexcept;
@@ -72,6 +102,11 @@ private:
   std::uint32_t _tag_ub = 32767;
   std::atomic<std::uint32_t> _next_tag{0};
   std::chrono::microseconds _spin_for;
+  std::atomic<std::int64_t> _patience_ms{10000};
+
+  void post_and_wait(int dest, int tag, const char* data, std::size_t size,
+                     const std::vector<segment>& parts, int data_tag, bool chunked,
+                     bool* control_sent);
 };
 
 } // namespace mpirpc::detail

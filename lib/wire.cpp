@@ -5,7 +5,8 @@
 
 namespace mpirpc::detail::wire {
 
-std::string validate(const char* data, std::size_t size, int tag, header& out) {
+std::string validate(const char* data, std::size_t size, int tag, header& out,
+                     std::uint32_t max_data_tag) {
   if (size < sizeof(header)) {
     return "message of " + std::to_string(size) + " bytes is shorter than the " +
            std::to_string(sizeof(header)) + "-byte header";
@@ -16,9 +17,11 @@ std::string validate(const char* data, std::size_t size, int tag, header& out) {
     return "wire version " + std::to_string(out.version) + ", expected " + std::to_string(version);
   }
   const auto k = static_cast<kind>(out.kind);
-  if (tag == tag_request && k != kind::request) return "request tag with a non-request kind";
+  if (tag == tag_request && k != kind::request) {
+    return "request tag with a non-request kind " + std::to_string(out.kind);
+  }
   if (tag == tag_reply && k != kind::reply_value && k != kind::reply_error) {
-    return "reply tag with a non-reply kind";
+    return "reply tag with a non-reply kind " + std::to_string(out.kind);
   }
   if (tag != tag_request && tag != tag_reply) return "unknown tag " + std::to_string(tag);
   if (out.flags & ~request_flags_known) return "unknown flags " + std::to_string(out.flags);
@@ -28,6 +31,10 @@ std::string validate(const char* data, std::size_t size, int tag, header& out) {
            std::to_string(max_segments);
   }
   if (out.segment_count > 0 && out.data_tag == 0) return "segments without a data tag";
+  if (out.segment_count > 0 && out.data_tag > max_data_tag) {
+    return "data tag " + std::to_string(out.data_tag) + " above the limit of " +
+           std::to_string(max_data_tag);
+  }
   const std::size_t body = size - sizeof(header);
   const std::size_t table = std::size_t(out.segment_count) * sizeof(std::uint64_t);
   if (out.payload_size > body || body - out.payload_size != table) {
@@ -36,6 +43,13 @@ std::string validate(const char* data, std::size_t size, int tag, header& out) {
            std::to_string(size) + "-byte message";
   }
   return {};
+}
+
+bool segment_table_readable(std::size_t size, const header& h, std::uint32_t max_data_tag) {
+  return size >= sizeof(header) && h.magic == magic && h.version == version &&
+         h.segment_count > 0 && h.segment_count <= max_segments && h.data_tag > 0 &&
+         h.data_tag <= max_data_tag && h.data_tag <= 0x7fffffffu &&
+         size - sizeof(header) >= std::size_t(h.segment_count) * sizeof(std::uint64_t);
 }
 
 } // namespace mpirpc::detail::wire

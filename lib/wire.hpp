@@ -62,7 +62,19 @@ static_assert(sizeof(header) == 40, "wire header layout changed");
 constexpr std::size_t max_chunk = std::size_t(1) << 30;
 
 /// Checks a received control message; returns an empty string when it is well formed, else
-/// what is wrong with it. `tag` is the tag it arrived with.
-std::string validate(const char* data, std::size_t size, int tag, header& out);
+/// what is wrong with it (docs/wire.md, "Validation on receipt", lists the rules and texts).
+/// `tag` is the tag it arrived with; `max_data_tag` the largest data tag the receiver's
+/// communicator allows (its MPI_TAG_UB). `out` receives the header whenever `size` is at
+/// least sizeof(header), valid or not.
+std::string validate(const char* data, std::size_t size, int tag, header& out,
+                     std::uint32_t max_data_tag = 0x7fffffff);
+
+/// Whether the segment table of a control message that failed validate() can still be read,
+/// so that its out-of-line buffers can be received and discarded: `size` covers the header,
+/// magic and version are right, 1 .. max_segments segments, a data tag in 1 .. max_data_tag,
+/// and the message is long enough to end with the table. The table is then the last
+/// 8 * segment_count bytes of the message, where the sender puts it, whatever payload_size
+/// says.
+bool segment_table_readable(std::size_t size, const header& h, std::uint32_t max_data_tag);
 
 } // namespace mpirpc::detail::wire

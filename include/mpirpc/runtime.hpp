@@ -65,6 +65,13 @@ struct options {
   /// Spinning for up to 200 us after a message or at the start of a wait; never while idle.
   /// The environment variable MPIRPC_BUSY_POLL=automatic|enabled|disabled overrides it.
   busy_polling busy_poll = busy_polling::automatic;
+  /// Flow control: the most calls this worker may have awaiting a reply from any one worker.
+  /// A call beyond it waits in rpc_sync/rpc_async/remote until an earlier call to that worker
+  /// completes (its reply, error or timeout), so one worker flooding another keeps memory
+  /// bounded on both sides. The wait counts toward the call's timeout; a call whose timeout
+  /// passes while it waits fails with timeout_error without being sent. Calls made in a
+  /// progress-path continuation never wait (they may exceed the limit). Zero: no limit.
+  int max_outstanding_calls = 1024;
 };
 
 /// Counters of one rank's runtime since start. Read with stats().
@@ -75,6 +82,7 @@ struct runtime_stats {
   std::uint64_t late_replies_dropped = 0;
   std::uint64_t malformed_messages = 0;
   std::uint64_t timeouts = 0;
+  std::uint64_t calls_delayed = 0; ///< calls that waited for room (options::max_outstanding_calls)
   std::uint64_t rref_owned_objects = 0; ///< objects this worker owns that references keep alive
   std::uint64_t rref_references = 0;    ///< rref records alive on this worker (any owner)
 };
