@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include <boost/serialization/split_member.hpp>
+
 #include <mpirpc/mpirpc.hpp>
 
 #include "mpi_test_support.hpp"
@@ -307,4 +309,124 @@ TEST_CASE("a trailing timeout argument is taken as the call's timeout, not as an
   const int to = next_rank();
   CHECK(mpirpc::rpc_sync(to, add, 1, 2, mpirpc::timeout(std::chrono::seconds(0))) == 3);
   CHECK(mpirpc::rpc_async(to, add, 2, 2, mpirpc::timeout(std::chrono::seconds(5))).wait() == 4);
+}
+
+namespace {
+/// Serializable in type (Boost path), but its save() throws: a result of this type cannot be
+/// sent back.
+struct unsendable {
+  int v = 0;
+  std::string note;
+  template <class Archive> void save(Archive&, unsigned) const {
+    throw std::runtime_error("unsendable refuses to be saved (v=" + std::to_string(v) + ")");
+  }
+  template <class Archive> void load(Archive& a, unsigned) {
+    a& v;
+    a& note;
+  }
+  BOOST_SERIALIZATION_SPLIT_MEMBER()
+};
+unsendable make_unsendable(int v) {
+  return unsendable{v, "made"};
+}
+mpirpc::future<unsendable> make_unsendable_later(int v) {
+  mpirpc::future<unsendable> f;
+  f.set_result(unsendable{v, "later"});
+  return f;
+}
+
+/// Saved fine, but its load() throws: an argument of this type cannot be decoded by the callee
+/// (and a result of this type cannot be decoded by the caller).
+struct unreadable {
+  int v = 0;
+  std::string note;
+  template <class Archive> void save(Archive& a, unsigned) const {
+    a& v;
+    a& note;
+  }
+  template <class Archive> void load(Archive& a, unsigned) {
+    a& v;
+    a& note;
+    throw std::runtime_error("unreadable refuses to be loaded (v=" + std::to_string(v) + ")");
+  }
+  BOOST_SERIALIZATION_SPLIT_MEMBER()
+};
+int read_unreadable(int x, unreadable u) {
+  return x + u.v;
+}
+unreadable make_unreadable(int v) {
+  return unreadable{v, "r"};
+}
+
+/// The text of the serialization_error that `call` throws (a test failure if none or another).
+template <class Call> std::string serialization_error_of(Call&& call) {
+  try {
+    call();
+  } catch (const mpirpc::serialization_error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    FAIL("not a serialization_error: " << e.what());
+  }
+  FAIL("no exception");
+  return {};
+}
+} // namespace
+
+MPIRPC_REGISTER(make_unsendable);
+MPIRPC_REGISTER_ASYNC(make_unsendable_later);
+MPIRPC_REGISTER(read_unreadable);
+MPIRPC_REGISTER(make_unreadable);
+
+TEST_CASE("a result that fails to serialize reaches the caller as serialization_error naming "
+          "the function, the worker and the cause",
+          "[rpc][bad-input]") {
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  const std::string w = worker(to);
+  const std::string cause = "mpirpc: Boost.Serialization could not serialize a value of type "
+                            "(anonymous namespace)::unsendable: unsendable refuses to be saved (v=";
+  CHECK(serialization_error_of([&] { mpirpc::rpc_sync(to, make_unsendable, 7); }) ==
+        "mpirpc: call to 'make_unsendable' on " + w + " failed: the result of 'make_unsendable' " +
+            "could not be serialized on " + w + ": " + cause + "7)");
+  CHECK(serialization_error_of([&] { mpirpc::rpc_async(to, make_unsendable, 8).wait(); }) ==
+        "mpirpc: call to 'make_unsendable' on " + w + " failed: the result of 'make_unsendable' " +
+            "could not be serialized on " + w + ": " + cause + "8)");
+  // Async execution: the reply is sent from the returned future's continuation.
+  CHECK(serialization_error_of([&] { mpirpc::rpc_sync(to, make_unsendable_later, 9); }) ==
+        "mpirpc: call to 'make_unsendable_later' on " + w + " failed: the result of " +
+            "'make_unsendable_later' could not be serialized on " + w + ": " + cause + "9)");
+  // The callee keeps serving.
+  CHECK(mpirpc::rpc_sync(to, add, 2, 2) == 4);
+}
+
+TEST_CASE("an argument that fails to deserialize on the callee reaches the caller as "
+          "serialization_error naming the function, the worker and the cause",
+          "[rpc][bad-input]") {
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  const std::string w = worker(to);
+  const std::string expected =
+      "mpirpc: call to 'read_unreadable' on " + w + " failed: the arguments of 'read_unreadable' " +
+      "could not be deserialized on " + w + ": mpirpc: Boost.Serialization could not " +
+      "deserialize a value of type (anonymous namespace)::unreadable: unreadable refuses to be " +
+      "loaded (v=5)";
+  CHECK(serialization_error_of([&] {
+          mpirpc::rpc_sync(to, read_unreadable, 1, unreadable{5, "a"});
+        }) == expected);
+  CHECK(serialization_error_of([&] {
+          mpirpc::rpc_async(to, read_unreadable, 1, unreadable{5, "b"}).wait();
+        }) == expected);
+  CHECK(mpirpc::rpc_sync(to, add, 3, 3) == 6);
+}
+
+TEST_CASE("a result that fails to deserialize on the caller is a serialization_error",
+          "[rpc][bad-input]") {
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  const std::string text =
+      serialization_error_of([&] { mpirpc::rpc_sync(to, make_unreadable, 4); });
+  CHECK_THAT(text, Catch::Contains("mpirpc: Boost.Serialization could not deserialize a value of "
+                                   "type (anonymous namespace)::unreadable: unreadable refuses "
+                                   "to be loaded (v=4)"));
+  CHECK(mpirpc::rpc_sync(to, add, 4, 4) == 8);
 }
