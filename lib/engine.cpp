@@ -70,7 +70,10 @@ public:
     if (depth() == pool().size()) pool().emplace_back();
     _buffer = &pool()[depth()++];
   }
-  ~buffer_lease() { --depth(); }
+  ~buffer_lease() {
+    trim_buffer(_buffer->bytes);
+    --depth();
+  }
   buffer_lease(const buffer_lease&) = delete;
   buffer_lease& operator=(const buffer_lease&) = delete;
   incoming& get() noexcept { return *_buffer; }
@@ -564,6 +567,7 @@ void engine::send_reply_value(reply_token& token, save_fn save, const void* valu
         }
       } forks;
       std::vector<char>& buffer = reply_buffer();
+      const trim_on_exit trim{buffer};
       std::vector<segment> segments;
       const char* failed = nullptr;
       std::string what;
@@ -640,6 +644,7 @@ void engine::send_error_reply(int dest, std::uint64_t call_id, std::uint64_t fun
                               const std::string& message, const std::string& origin) noexcept {
   try {
     std::vector<char>& buffer = reply_buffer();
+    const trim_on_exit trim{buffer};
     buffer.resize(sizeof(wire::header));
     writer w(buffer);
     w.write_plain(static_cast<std::uint8_t>(code));
@@ -893,7 +898,14 @@ void engine::handle_reply(incoming& message, const wire::header& h) {
   progress_callback_scope scope;
   if (h.kind == static_cast<std::uint8_t>(wire::kind::reply_value)) {
     reader in(payload, size, &segments);
-    call->sink->on_reply(in);
+    try {
+      call->sink->on_reply(in);
+    } catch (...) {
+      call->sink->on_error(std::make_exception_ptr(serialization_error(
+          "mpirpc: the result of '" + function_name(call->function_id) + "' from " +
+          _workers[static_cast<std::size_t>(call->dest)].name + " could not be decoded on " +
+          self().name + ": " + describe_exception(std::current_exception()).message)));
+    }
     segments.drain();
   } else {
     segments.drain();

@@ -224,6 +224,7 @@ void abandon_request() noexcept {
 
 void send_call(const destination& to, const call_target& target, std::uint16_t flags,
                request_buffers& request, std::shared_ptr<reply_sink> sink, double timeout_s) {
+  const trim_on_exit trim{request.payload};
   try {
     engine& e = running_engine();
     const int dest = e.resolve(to);

@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <exception>
+#include <functional>
 #include <limits>
 #include <thread>
 
@@ -49,6 +51,9 @@ void wait_with_backoff(int count, MPI_Request* requests, std::chrono::microsecon
 }
 
 namespace {
+/// How long a send may wait for its receiver before the wait is reported on stderr.
+constexpr std::chrono::seconds slow_send(10);
+
 MPI_Comm duplicate(MPI_Comm comm) {
   MPI_Comm out = MPI_COMM_NULL;
   check_mpi(MPI_Comm_dup(comm, &out), "MPI_Comm_dup");
@@ -104,14 +109,20 @@ namespace {
 /// Waits for every request, as wait_with_backoff, but does not stop at a failed one while
 /// others are still pending (MPI may read their buffers until they complete). Returns the
 /// first error (MPI_SUCCESS if none); `first_failed` tells whether request 0 failed.
+///
+/// A send cannot be abandoned: MPI may read its buffers until it completes, and Open MPI's
+/// point-to-point layer does not cancel sends. So a send whose receiver never takes it (a
+/// worker that stopped with shutdown(false), or that hangs) waits for good; `on_slow` is called
+/// once when it has waited `slow_after`, so that such a wait is reported instead of silent.
 int complete_all(std::vector<MPI_Request>& requests, bool& first_failed,
-                 std::chrono::microseconds spin_for) {
+                 std::chrono::microseconds spin_for, const std::function<void()>& on_slow) {
   const int count = static_cast<int>(requests.size());
   MPI_Status few[8];
   std::vector<MPI_Status> many(requests.size() > 8 ? requests.size() : 0);
   MPI_Status* statuses = many.empty() ? few : many.data();
   int first_error = MPI_SUCCESS;
   const auto start = clock::now();
+  bool reported_slow = false;
   for (;;) {
     int done = 0;
     const int rc = MPI_Testall(count, requests.data(), &done, statuses);
@@ -134,7 +145,12 @@ int complete_all(std::vector<MPI_Request>& requests, bool& first_failed,
     } else if (done) {
       return first_error;
     }
-    back_off(clock::now() - start, spin_for);
+    const auto waited = clock::now() - start;
+    if (!reported_slow && waited >= slow_send) {
+      reported_slow = true;
+      on_slow();
+    }
+    back_off(waited, spin_for);
   }
 }
 } // namespace
@@ -176,7 +192,17 @@ void transport::post_and_wait(int dest, int tag, const char* data, std::size_t s
     failure = std::current_exception();
   }
   bool control_failed = false;
-  const int rc = complete_all(requests, control_failed, _spin_for);
+  const int rc = complete_all(requests, control_failed, _spin_for, [&] {
+    std::size_t bytes = size;
+    for (const segment& s : parts)
+      bytes += s.bytes;
+    std::fprintf(stderr,
+                 "mpirpc[rank %d]: a message of %zu bytes to rank %d has waited %d s for the "
+                 "receiver to take it, and waits on: MPI reads its buffers until then and cannot "
+                 "cancel it. Is rank %d still serving? (A worker that stopped with "
+                 "shutdown(false) receives nothing more.)\n",
+                 _rank, bytes, dest, static_cast<int>(slow_send.count()), dest);
+  });
   if (control_failed && control_sent) *control_sent = false;
   if (failure) std::rethrow_exception(failure);
   check_mpi(rc, "MPI_Testall");

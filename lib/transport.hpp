@@ -24,6 +24,18 @@ void check_mpi(int rc, const char* call);
 void wait_with_backoff(int count, MPI_Request* requests,
                        std::chrono::microseconds spin_for = std::chrono::microseconds(20));
 
+/// Frees a reused (thread-local) buffer that grew past `keep` bytes, so that one huge message
+/// does not pin its memory for the rest of the thread's life.
+inline void trim_buffer(std::vector<char>& buffer, std::size_t keep = std::size_t(1)
+                                                                      << 20) noexcept {
+  if (buffer.capacity() > keep) std::vector<char>().swap(buffer);
+}
+/// Trims a reused buffer when the scope that filled it ends.
+struct trim_on_exit {
+  std::vector<char>& buffer;
+  ~trim_on_exit() { trim_buffer(buffer); }
+};
+
 /// A received control message.
 struct incoming {
   int source = -1;

@@ -63,26 +63,24 @@ struct function_traits<R (*)(P...) noexcept> : function_traits<R (*)(P...)> {};
 class reply_sink {
 public:
   virtual ~reply_sink() = default;
-  /// Decodes the value from `in` and completes the future (or fails it on a decode error).
-  virtual void on_reply(reader& in) noexcept = 0;
+  /// Decodes the value from `in` and completes the future. Throws if the value cannot be
+  /// decoded, leaving the future incomplete: the runtime then fails it through on_error with a
+  /// serialization_error that names the call.
+  virtual void on_reply(reader& in) = 0;
   virtual void on_error(std::exception_ptr error) noexcept = 0;
 };
 
 template <class T> class call_state final : public future_state<T>, public reply_sink {
 public:
-  void on_reply(reader& in) noexcept override {
-    try {
-      if constexpr (std::is_void_v<T>) {
-        if (in.remaining() != 0) in.fail("unexpected bytes in a void reply");
-        this->try_set_value();
-      } else {
-        T value{};
-        codec<T>::load(in, value);
-        if (in.remaining() != 0) in.fail("unexpected bytes after the result");
-        this->try_set_value(std::move(value));
-      }
-    } catch (...) {
-      this->try_set_exception(std::current_exception());
+  void on_reply(reader& in) override {
+    if constexpr (std::is_void_v<T>) {
+      if (in.remaining() != 0) in.fail("unexpected bytes in a void reply");
+      this->try_set_value();
+    } else {
+      T value{};
+      codec<T>::load(in, value);
+      if (in.remaining() != 0) in.fail("unexpected bytes after the result");
+      this->try_set_value(std::move(value));
     }
   }
   void on_error(std::exception_ptr error) noexcept override {
