@@ -6,35 +6,27 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <tuple>
 
 #include <mpirpc/errors.hpp>
 
 #include "engine.hpp"
 #include "errors_internal.hpp"
+#include "rref_wire.hpp"
 
 namespace mpirpc::detail {
 
 namespace {
 
-/// Weight a creation carries: the creator's record starts with it.
-constexpr std::uint64_t initial_weight = std::uint64_t(1) << 48;
+// The weights and the encoding that travel (checked on receipt by rref_wire.hpp).
+using wire::initial_weight;
+using wire::replenish_weight;
+using wire::wire_rref;
+
 /// Most weight one fork carries; a record gives half of its weight when it has less.
 constexpr std::uint64_t max_fork_weight = std::uint64_t(1) << 32;
-/// A record whose weight falls below this asks its owner for more ...
+/// A record whose weight falls below this asks its owner for replenish_weight more.
 constexpr std::uint64_t low_weight = std::uint64_t(1) << 20;
-/// ... this much.
-constexpr std::uint64_t replenish_weight = std::uint64_t(1) << 40;
-/// Most weight a single message may claim to carry (a larger one is malformed).
-constexpr std::uint64_t max_message_weight = initial_weight;
-
-/// Wire form of a reference inside a payload.
-struct wire_rref {
-  std::uint64_t id;
-  std::uint32_t owner;
-  std::uint32_t flags; ///< bit 0: the sender knew the owner confirmed the object
-  std::uint64_t weight;
-};
-static_assert(sizeof(wire_rref) == 24, "rref wire layout changed");
 
 /// Weight taken from records for messages being built on this thread (see fork_log_mark).
 struct fork_entry {
@@ -228,17 +220,8 @@ void rref_table::lend(writer& w, const std::shared_ptr<rref_record>& r) {
 }
 
 std::shared_ptr<rref_record> rref_table::load(reader& in) {
-  const auto v = in.read_plain<wire_rref>();
-  if (v.id == 0) {
-    if (v.weight != 0) in.fail("an empty rref carries weight");
-    return nullptr;
-  }
-  const auto workers = _engine.workers().size();
-  if (v.owner >= workers) in.fail("rref owner " + std::to_string(v.owner) + " is no worker");
-  if (v.weight == 0 || v.weight > max_message_weight) {
-    in.fail("rref weight " + std::to_string(v.weight) + " out of range");
-  }
-  if (v.flags > 1) in.fail("bad rref flags");
+  const wire_rref v = wire::read_rref(in, _engine.workers().size());
+  if (v.id == 0) return nullptr;
   if (stopped()) throw shutdown_error("mpirpc: the RPC runtime has shut down");
   std::lock_guard<std::mutex> lock(_mutex);
   std::weak_ptr<rref_record>& slot = _records[v.id];
@@ -472,19 +455,6 @@ void rref_table::when_settled(const std::shared_ptr<owned_object>& o,
   task(o);
 }
 
-namespace {
-std::uint64_t read_id(reader& in) {
-  const auto id = in.read_plain<std::uint64_t>();
-  if (id == 0) in.fail("rref id 0");
-  return id;
-}
-std::uint64_t read_call_weight(reader& in) {
-  const auto weight = in.read_plain<std::uint64_t>();
-  if (weight == 0 || weight > max_message_weight) in.fail("call weight out of range");
-  return weight;
-}
-} // namespace
-
 /// The weight a call through an rref carries: given back when the call is over (its last
 /// holder is the call's continuation, or the task that ran it).
 struct rref_table::call_hold {
@@ -499,25 +469,19 @@ struct rref_table::call_hold {
 
 void rref_table::serve(std::uint16_t flags, const function_entry& fn, reader& in,
                        reply_token& token) {
-  std::uint64_t new_id = 0;
-  std::uint64_t weight = 0;
-  std::uint64_t self_id = 0;
-  std::uint64_t self_weight = 0;
+  wire::request_prefix prefix;
   try {
-    if (flags & creates_rref) {
-      new_id = read_id(in);
-      weight = in.read_plain<std::uint64_t>();
-      if (weight == 0 || weight > max_message_weight) in.fail("creation weight out of range");
-    }
-    if (flags & on_rref) {
-      self_id = read_id(in);
-      self_weight = read_call_weight(in);
-    } else if (fn.self_type) {
+    prefix = wire::read_request_prefix(in, flags);
+    if (!(flags & on_rref) && fn.self_type) {
       in.fail("member function '" + fn.name + "' called without an object");
     }
   } catch (...) {
     rethrow_argument_error();
   }
+  const std::uint64_t new_id = prefix.new_id;
+  const std::uint64_t weight = prefix.new_weight;
+  const std::uint64_t self_id = prefix.self_id;
+  const std::uint64_t self_weight = prefix.self_weight;
   // The call's weight keeps the object it runs on alive until the call is over.
   std::shared_ptr<void> hold;
   if (flags & on_rref) hold = std::make_shared<call_hold>(*this, self_id, self_weight);
@@ -593,9 +557,7 @@ void rref_table::serve_fetch(reader& in, reply_token& token) {
   std::uint64_t id = 0;
   std::uint64_t weight = 0;
   try {
-    id = read_id(in);
-    weight = read_call_weight(in);
-    if (in.remaining() != 0) in.fail("unexpected bytes after the rref id");
+    std::tie(id, weight) = wire::read_fetch_request(in);
   } catch (...) {
     rethrow_argument_error();
   }
@@ -613,15 +575,11 @@ void rref_table::serve_fetch(reader& in, reply_token& token) {
 }
 
 namespace {
-/// The payload of a release or replenish: an object id and a weight within [1, max].
+/// The payload of a release or replenish (rref_wire.hpp), failing as an argument error.
 std::pair<std::uint64_t, std::uint64_t> read_id_and_weight(reader& in, std::uint64_t max,
                                                            const char* what) {
   try {
-    const std::uint64_t id = read_id(in);
-    const auto weight = in.read_plain<std::uint64_t>();
-    if (weight == 0 || weight > max) in.fail(std::string(what) + " weight out of range");
-    if (in.remaining() != 0) in.fail(std::string("unexpected bytes after a ") + what);
-    return {id, weight};
+    return wire::read_id_and_weight(in, max, what);
   } catch (...) {
     rethrow_argument_error();
   }
@@ -629,7 +587,7 @@ std::pair<std::uint64_t, std::uint64_t> read_id_and_weight(reader& in, std::uint
 } // namespace
 
 void rref_table::serve_release(reader& in, reply_token& token) {
-  const auto [id, weight] = read_id_and_weight(in, std::uint64_t(1) << 62, "release");
+  const auto [id, weight] = read_id_and_weight(in, wire::max_release_weight, "release");
   release_owned(id, weight);
   send_reply_value(token, nullptr, nullptr);
 }

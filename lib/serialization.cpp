@@ -1,12 +1,21 @@
 // SPDX-License-Identifier: MIT
-// The Boost.Serialization path of serialization.hpp.
+// The Boost.Serialization path of serialization.hpp: saving, and the serializer map of
+// checked_iarchive (which does the loading).
 #include <deque>
 #include <memory>
+
+#include <boost/archive/detail/archive_serializer_map.hpp>
+#include <boost/archive/impl/archive_serializer_map.ipp>
 
 #include <mpirpc/serialization.hpp>
 
 #include "errors_internal.hpp"
 #include "transport.hpp"
+
+// The map of pointer serializers of checked_iarchive. Boost instantiates it for each archive in
+// the library that defines the archive (Boost.MPI for packed_iarchive); checked_iarchive is
+// ours. Classes serialized through a pointer to a base (BOOST_CLASS_EXPORT) need it.
+template class boost::archive::detail::archive_serializer_map<mpirpc::detail::checked_iarchive>;
 
 namespace mpirpc::detail {
 
@@ -67,16 +76,6 @@ void boost_save_end(writer& w, packed_buffer& buffer, bool commit) {
     w.write_bytes(buffer.data(), buffer.size());
   }
   --scratch().depth;
-}
-
-boost::mpi::packed_iarchive::buffer_type& boost_load_buffer(reader& r) {
-  thread_local thread_buffer holder;
-  boost::mpi::packed_iarchive::buffer_type& buffer = holder.get();
-  const auto n = r.read_plain<std::uint64_t>();
-  if (n > r.remaining()) r.fail("archive of " + std::to_string(n) + " bytes exceeds the message");
-  const char* p = r.skip(static_cast<std::size_t>(n));
-  buffer.assign(p, p + n);
-  return buffer;
 }
 
 void rethrow_as_serialization_error(const char* direction, const char* type_name) {

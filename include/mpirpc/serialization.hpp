@@ -10,16 +10,21 @@
 //     separate MPI message sent straight from (and received straight into) their storage.
 //  2. Composites of serializable types: std::vector, std::array, std::pair, std::tuple,
 //     std::map, std::unordered_map, std::optional, element by element, still without an archive.
-//  3. Everything else through Boost.Serialization (a Boost.MPI packed archive): a type with a
+//  3. Everything else through Boost.Serialization (written by a Boost.MPI packed archive, read
+//     back by detail::checked_iarchive, which checks every read): a type with a
 //     member `template <class Archive> void serialize(Archive&, unsigned)`, or a free
 //     `serialize(Archive&, T&, unsigned)` found by argument-dependent lookup (put it in your
 //     type's namespace). A type whose serialize lives elsewhere (e.g. namespace
 //     boost::serialization) opts in with `template <> struct mpirpc::is_serializable<T> :
 //     std::true_type {};`.
-// A trivially copyable type takes path 1 even if it also has serialize(). Raw pointers and
-// std::string_view are rejected: their value means nothing on another rank; a plain struct must
-// not hold pointers either (that cannot be checked). All ranks run the same build on the
-// same architecture (homogeneous MPI), so byte copies are exact.
+// A trivially copyable type takes path 1 even if it also has serialize(), except where some
+// bytes would be no value: a bool is one byte that must be 0 or 1, and std::optional (and a
+// pair, tuple or array holding a bool or an optional) takes path 2, its flag checked. The
+// members of a plain struct are not checked: a bool or an enum member of one is only as valid
+// as the sender's bytes. Raw pointers and std::string_view are rejected: their value means
+// nothing on another rank; a plain struct must not hold pointers either (that cannot be
+// checked). All ranks run the same build on the same architecture (homogeneous MPI), so byte
+// copies are exact.
 #pragma once
 
 #include <algorithm>
@@ -38,7 +43,6 @@
 #include <utility>
 #include <vector>
 
-#include <boost/mpi/packed_iarchive.hpp>
 #include <boost/mpi/packed_oarchive.hpp>
 #include <boost/serialization/array.hpp>
 #include <boost/serialization/map.hpp>
@@ -46,6 +50,7 @@
 #include <boost/serialization/utility.hpp>
 #include <boost/serialization/vector.hpp>
 
+#include <mpirpc/detail/checked_iarchive.hpp>
 #include <mpirpc/errors.hpp>
 
 namespace mpirpc {
@@ -74,16 +79,34 @@ struct has_adl_serialize<
 template <class T> struct is_view : std::false_type {};
 template <class C, class Tr> struct is_view<std::basic_string_view<C, Tr>> : std::true_type {};
 
+/// Types some of whose byte patterns are no value: a bool other than 0 or 1, an optional's flag.
+/// Received bytes copied into one would be undefined behaviour, so these are never copied as
+/// bytes, even when trivially copyable: their codecs check what they read.
+template <class T> struct has_invalid_bytes : std::false_type {};
+template <> struct has_invalid_bytes<bool> : std::true_type {};
+template <class T> struct has_invalid_bytes<std::optional<T>> : std::true_type {};
+template <class A, class B>
+struct has_invalid_bytes<std::pair<A, B>>
+    : std::bool_constant<has_invalid_bytes<std::remove_cv_t<A>>::value ||
+                         has_invalid_bytes<std::remove_cv_t<B>>::value> {};
+template <class... Ts>
+struct has_invalid_bytes<std::tuple<Ts...>>
+    : std::bool_constant<(has_invalid_bytes<std::remove_cv_t<Ts>>::value || ...)> {};
+template <class T, std::size_t N>
+struct has_invalid_bytes<std::array<T, N>> : has_invalid_bytes<std::remove_cv_t<T>> {};
+
 template <class T>
 inline constexpr bool is_plain_v =
     std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> && !std::is_member_pointer_v<T> &&
-    !std::is_same_v<T, std::nullptr_t> && !is_view<T>::value;
+    !std::is_same_v<T, std::nullptr_t> && !is_view<T>::value &&
+    !has_invalid_bytes<std::remove_cv_t<T>>::value;
 
 template <class T>
 inline constexpr bool uses_boost_v =
     !is_plain_v<T> && (has_member_serialize<T>::value || has_adl_serialize<T>::value);
 
 template <class T> struct composite_serializable : std::false_type {};
+template <> struct composite_serializable<bool> : std::true_type {};
 template <class T, class A>
 struct composite_serializable<std::vector<T, A>> : is_serializable<T> {};
 template <class T, std::size_t N>
@@ -256,13 +279,12 @@ private:
   segment_source* _segments;
 };
 
-/// Boost.MPI packed archives run against a private duplicate of MPI_COMM_SELF whose errors
-/// return instead of aborting (packing is local). Implemented in lib.
+/// Boost.MPI packed output archives run against a private duplicate of MPI_COMM_SELF whose
+/// errors return instead of aborting (packing is local). Implemented in lib.
 MPI_Comm pack_comm();
 void boost_save_begin(boost::mpi::packed_oarchive::buffer_type*& scratch);
 /// Appends the packed bytes to `w` when `commit`, and returns the scratch buffer either way.
 void boost_save_end(writer& w, boost::mpi::packed_oarchive::buffer_type& scratch, bool commit);
-boost::mpi::packed_iarchive::buffer_type& boost_load_buffer(reader& r);
 [[noreturn]] void rethrow_as_serialization_error(const char* direction, const char* type_name);
 
 template <class T, class = void> struct codec;
@@ -271,6 +293,17 @@ template <class T> struct codec<T, std::enable_if_t<is_plain_v<T>>> {
   static constexpr std::size_t min_wire_size = sizeof(T);
   static void save(writer& w, const T& v) { w.write_plain(v); }
   static void load(reader& r, T& v) { r.read_bytes(&v, sizeof(T)); }
+};
+
+/// A bool: one byte, which must be 0 or 1.
+template <> struct codec<bool, void> {
+  static constexpr std::size_t min_wire_size = 1;
+  static void save(writer& w, bool v) { w.write_plain<std::uint8_t>(v ? 1 : 0); }
+  static void load(reader& r, bool& v) {
+    const auto byte = r.read_plain<std::uint8_t>();
+    if (byte > 1) r.fail("bad bool " + std::to_string(byte));
+    v = byte != 0;
+  }
 };
 
 template <class C, class Tr, class A>
@@ -435,11 +468,18 @@ struct codec<T, std::enable_if_t<!is_plain_v<T> && !composite_serializable<T>::v
     }
     boost_save_end(w, *scratch, true);
   }
+  /// Read with checked_iarchive (bounds-checked, straight from the message), not with
+  /// boost::mpi::packed_iarchive, which does not check where its buffer ends.
   static void load(reader& r, T& v) {
-    auto& buffer = boost_load_buffer(r);
+    const auto n = r.read_plain<std::uint64_t>();
+    if (n > r.remaining()) r.fail("archive of " + std::to_string(n) + " bytes exceeds the message");
+    const char* bytes = r.skip(static_cast<std::size_t>(n));
     try {
-      boost::mpi::packed_iarchive archive(pack_comm(), buffer);
+      checked_iarchive archive(bytes, static_cast<std::size_t>(n));
       archive >> v;
+      if (archive.remaining() != 0) {
+        archive.fail(std::to_string(archive.remaining()) + " bytes left over after the value");
+      }
     } catch (...) {
       rethrow_as_serialization_error("deserialize", typeid(T).name());
     }

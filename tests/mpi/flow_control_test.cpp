@@ -118,7 +118,8 @@ TEST_CASE("one worker flooding another with 1 000 000 async calls stays within b
     CHECK(mpirpc::rpc_sync(callee, handled) == total);
     const mpirpc::runtime_stats s = mpirpc::stats();
     INFO("calls that waited for room: " << s.calls_delayed);
-    CHECK(s.calls_delayed > 0); // the window was what held the flood back
+    // Whether the window had to hold the flood back depends on who is faster on this machine
+    // (the callee kept up on 3 ranks here, not on 2); the next test checks the window itself.
     const long sender_growth = peak - before;
     INFO("sender heap growth " << sender_growth / 1024 << " KiB");
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
