@@ -88,6 +88,16 @@ std::exception_ptr unserializable_result_error(const char* type_name) {
       "remote()"));
 }
 
+[[noreturn]] void rethrow_argument_error() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    throw argument_error(e.what());
+  } catch (...) {
+    throw argument_error("an argument's deserialization raised a non-standard exception");
+  }
+}
+
 void report_callback_exception(std::exception_ptr e) noexcept {
   const exception_description d = describe_exception(e);
   std::fprintf(stderr, "mpirpc: a future's done-callback raised %s: %s (ignored)\n", d.type.c_str(),

@@ -265,16 +265,6 @@ void hold_reply(reply_token& token) noexcept {
   if (engine* e = engine_for(token)) e->hold_reply(token);
 }
 
-void rethrow_argument_error() {
-  try {
-    throw;
-  } catch (const std::exception& e) {
-    throw argument_error(e.what());
-  } catch (...) {
-    throw argument_error("an argument's deserialization raised a non-standard exception");
-  }
-}
-
 void wait_for_state(future_state_base& state) {
   if (engine* e = g_engine.load(std::memory_order_acquire)) {
     e->wait(state);

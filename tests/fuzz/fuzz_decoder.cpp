@@ -33,19 +33,6 @@
 #include "rref_wire.hpp"
 #include "wire.hpp"
 
-namespace mpirpc::detail {
-// Defined in lib/runtime.cpp, which needs the engine and is not compiled here; same behaviour.
-void rethrow_argument_error() {
-  try {
-    throw;
-  } catch (const std::exception& e) {
-    throw argument_error(e.what());
-  } catch (...) {
-    throw argument_error("an argument's deserialization raised a non-standard exception");
-  }
-}
-} // namespace mpirpc::detail
-
 namespace {
 
 using mpirpc::serialization_error;
