@@ -10,13 +10,13 @@
 //     separate MPI message sent straight from (and received straight into) their storage.
 //  2. Composites of serializable types: std::vector, std::array, std::pair, std::tuple,
 //     std::map, std::unordered_map, std::optional, element by element, still without an archive.
-//  3. Everything else through Boost.Serialization (written by a Boost.MPI packed archive, read
-//     back by detail::checked_iarchive, which checks every read): a type with a
-//     member `template <class Archive> void serialize(Archive&, unsigned)`, or a free
-//     `serialize(Archive&, T&, unsigned)` found by argument-dependent lookup (put it in your
-//     type's namespace). A type whose serialize lives elsewhere (e.g. namespace
-//     boost::serialization) opts in with `template <> struct mpirpc::is_serializable<T> :
-//     std::true_type {};`.
+//  3. Everything else through Boost.Serialization (written by detail::checked_oarchive, in the
+//     format of a Boost.MPI packed archive, read back by detail::checked_iarchive, which checks
+//     every read): a type with a member `template <class Archive> void serialize(Archive&,
+//     unsigned)`, or a free `serialize(Archive&, T&, unsigned)` found by argument-dependent
+//     lookup (put it in your type's namespace). A type whose serialize lives elsewhere (e.g.
+//     namespace boost::serialization) opts in with `template <> struct
+//     mpirpc::is_serializable<T> : std::true_type {};`.
 // A trivially copyable type takes path 1 even if it also has serialize(), except where some
 // bytes would be no value: a bool is one byte that must be 0 or 1, and std::optional (and a
 // pair, tuple or array holding a bool or an optional) takes path 2, its flag checked. The
@@ -43,7 +43,6 @@
 #include <utility>
 #include <vector>
 
-#include <boost/mpi/packed_oarchive.hpp>
 #include <boost/serialization/array.hpp>
 #include <boost/serialization/map.hpp>
 #include <boost/serialization/string.hpp>
@@ -51,6 +50,7 @@
 #include <boost/serialization/vector.hpp>
 
 #include <mpirpc/detail/checked_iarchive.hpp>
+#include <mpirpc/detail/checked_oarchive.hpp>
 #include <mpirpc/errors.hpp>
 
 namespace mpirpc {
@@ -65,15 +65,15 @@ namespace detail {
 
 template <class T, class = void> struct has_member_serialize : std::false_type {};
 template <class T>
-struct has_member_serialize<T, std::void_t<decltype(std::declval<T&>().serialize(
-                                   std::declval<boost::mpi::packed_oarchive&>(), 0u))>>
+struct has_member_serialize<
+    T, std::void_t<decltype(std::declval<T&>().serialize(std::declval<checked_oarchive&>(), 0u))>>
     : std::true_type {};
 
 template <class T, class = void> struct has_adl_serialize : std::false_type {};
 template <class T>
 struct has_adl_serialize<
-    T, std::void_t<decltype(serialize(std::declval<boost::mpi::packed_oarchive&>(),
-                                      std::declval<T&>(), 0u))>> : std::true_type {};
+    T, std::void_t<decltype(serialize(std::declval<checked_oarchive&>(), std::declval<T&>(), 0u))>>
+    : std::true_type {};
 
 /// Views refer to the caller's memory: copying their bytes would send an address.
 template <class T> struct is_view : std::false_type {};
@@ -168,6 +168,8 @@ public:
     if (n) std::memcpy(_out.data() + at, data, n);
   }
   template <class T> void write_plain(const T& v) { write_bytes(&v, sizeof(T)); }
+  /// The message being built, for the Boost path's archive to append to in place.
+  std::vector<char>& buffer() noexcept { return _out; }
   /// A contiguous buffer: inline when small, out of line (no copy) when large and allowed.
   void write_buffer(const void* data, std::size_t n) {
     if (_segments && n >= large_payload_threshold) {
@@ -279,12 +281,6 @@ private:
   segment_source* _segments;
 };
 
-/// Boost.MPI packed output archives run against a private duplicate of MPI_COMM_SELF whose
-/// errors return instead of aborting (packing is local). Implemented in lib.
-MPI_Comm pack_comm();
-void boost_save_begin(boost::mpi::packed_oarchive::buffer_type*& scratch);
-/// Appends the packed bytes to `w` when `commit`, and returns the scratch buffer either way.
-void boost_save_end(writer& w, boost::mpi::packed_oarchive::buffer_type& scratch, bool commit);
 [[noreturn]] void rethrow_as_serialization_error(const char* direction, const char* type_name);
 
 template <class T, class = void> struct codec;
@@ -451,22 +447,27 @@ struct codec<std::optional<T>,
   }
 };
 
-/// Anything else that is_serializable accepts: Boost.Serialization through a packed archive.
+/// Anything else that is_serializable accepts: Boost.Serialization, a u64 length then the bytes
+/// of checked_oarchive (those of a Boost.MPI packed archive).
 template <class T>
 struct codec<T, std::enable_if_t<!is_plain_v<T> && !composite_serializable<T>::value &&
                                  is_serializable<T>::value>> {
   static constexpr std::size_t min_wire_size = 8;
+  /// Written straight into the message after a length word filled in at the end; on an error
+  /// the message is cut back to where the value began.
   static void save(writer& w, const T& v) {
-    boost::mpi::packed_oarchive::buffer_type* scratch = nullptr;
-    boost_save_begin(scratch);
+    std::vector<char>& out = w.buffer();
+    const std::size_t at = out.size();
+    w.write_plain<std::uint64_t>(0);
     try {
-      boost::mpi::packed_oarchive archive(pack_comm(), *scratch);
+      checked_oarchive archive(out);
       archive << v;
     } catch (...) {
-      boost_save_end(w, *scratch, false);
+      out.resize(at);
       rethrow_as_serialization_error("serialize", typeid(T).name());
     }
-    boost_save_end(w, *scratch, true);
+    const std::uint64_t n = out.size() - at - sizeof(std::uint64_t);
+    std::memcpy(out.data() + at, &n, sizeof n);
   }
   /// Read with checked_iarchive (bounds-checked, straight from the message), not with
   /// boost::mpi::packed_iarchive, which does not check where its buffer ends.

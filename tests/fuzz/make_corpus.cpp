@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Writes the seed corpus of fuzz_decoder: real messages, encoded by the library's own writer
-// (serialization.hpp, boost::mpi::packed_oarchive for the Boost path), one file per message, in
+// (serialization.hpp, checked_oarchive for the Boost path), one file per message, in
 // fuzz_decoder's input format ([u8 tag][u32 L][control message][segment bytes]).
 //   make_corpus DIR
 // The committed corpus (tests/fuzz/corpus) is its output; rerun it after a wire format change.
@@ -159,7 +159,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   g_dir = argv[1];
-  MPI_Init(&argc, &argv); // Boost.MPI's packed_oarchive (the Boost path) needs MPI
+  MPI_Init(&argc, &argv);
 
   const std::uint64_t one_of_rank0 = 1;                            // object id 0:1
   const std::uint64_t one_of_rank2 = (std::uint64_t(2) << 40) | 5; // object id 2:5

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <array>
+#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -19,6 +20,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <boost/mpi/packed_oarchive.hpp>
+#include <boost/serialization/array_wrapper.hpp>
 #include <boost/serialization/base_object.hpp>
 #include <boost/serialization/export.hpp>
 #include <boost/serialization/shared_ptr.hpp>
@@ -48,6 +51,14 @@ struct member_point {
   bool operator==(const member_point& o) const {
     return x == o.x && y == o.y && label == o.label && tags == o.tags;
   }
+};
+
+/// Boost path with wide strings (Boost.MPI's packed archive wrote only size() bytes of them).
+struct wide_labels {
+  std::wstring wide;
+  std::string narrow; // after the wide one: a short read of it would misplace this
+  template <class Archive> void serialize(Archive& ar, unsigned) { ar& wide& narrow; }
+  bool operator==(const wide_labels& o) const { return wide == o.wide && narrow == o.narrow; }
 };
 
 /// Boost path through a free serialize() found by argument-dependent lookup.
@@ -458,6 +469,12 @@ TEST_CASE("a struct with a member serialize() round-trips through Boost", "[seri
 
   const std::map<int, member_point> keyed{{1, in}, {2, member_point{}}};
   CHECK(round_trip(keyed) == keyed);
+}
+
+TEST_CASE("wide strings inside a Boost type arrive whole", "[serialization]") {
+  const wide_labels in{L"wide \u00e9t\u00e9 label", "narrow"};
+  CHECK(round_trip(in) == in);
+  CHECK(round_trip(wide_labels{}) == wide_labels{});
 }
 
 TEST_CASE("a struct with a free ADL serialize() round-trips through Boost", "[serialization]") {
@@ -898,12 +915,21 @@ TEST_CASE("bytes left over inside a Boost archive throw", "[serialization]") {
 
 namespace {
 
-/// The bytes boost::mpi::packed_oarchive writes for `value` (what the Boost path sends).
+/// The bytes boost::mpi::packed_oarchive writes for `value`: the format of the Boost path (on
+/// this homogeneous Boost.MPI the communicator is not used).
 template <class T> std::vector<char> pack(const T& value) {
   boost::mpi::packed_oarchive::buffer_type buffer;
-  boost::mpi::packed_oarchive archive(mpirpc::detail::pack_comm(), buffer);
+  boost::mpi::packed_oarchive archive(MPI_COMM_SELF, buffer);
   archive << value;
   return std::vector<char>(buffer.begin(), buffer.end());
+}
+
+/// The bytes checked_oarchive writes for `value` (what the Boost path sends).
+template <class T> std::vector<char> save_checked(const T& value) {
+  std::vector<char> bytes;
+  mpirpc::detail::checked_oarchive archive(bytes);
+  archive << value;
+  return bytes;
 }
 
 /// Reads a T back with checked_iarchive from exactly `size` bytes of a heap block of that size,
@@ -1035,6 +1061,136 @@ TEST_CASE("checked_iarchive refuses counts and flags that cannot be right",
     CHECK_THROWS_WITH(archive >> out, Catch::Contains("needs 4 more bytes, only 0 left") &&
                                           Catch::Contains("(at byte 0 of 0)"));
   }
+}
+
+// ---- checked_oarchive on its own
+
+namespace {
+zoo make_zoo() {
+  zoo z;
+  auto rex = std::make_shared<dog>();
+  rex->name = "rex";
+  rex->barks = 3;
+  auto generic = std::make_shared<animal>();
+  generic->name = "generic";
+  z.animals = {rex, generic, rex, nullptr};
+  z.favourite = generic;
+  return z;
+}
+
+/// checked_oarchive writes what packed_oarchive writes, and the codec of a Boost-path type
+/// sends exactly that after its length word.
+template <class T> void check_same_bytes(const T& value) {
+  const std::vector<char> expected = pack(value);
+  CHECK(save_checked(value) == expected);
+  if constexpr (mpirpc::detail::composite_serializable<T>::value) return; // element by element
+  std::vector<char> message;
+  put<std::uint64_t>(message, expected.size());
+  message.insert(message.end(), expected.begin(), expected.end());
+  CHECK(encode(value) == message);
+}
+} // namespace
+
+TEST_CASE("checked_oarchive writes the bytes packed_oarchive writes", "[serialization][archive]") {
+  check_same_bytes(make_archive_sample()); // versioned, nested classes, strings, map, vector
+  check_same_bytes(archive_sample{});
+  check_same_bytes(std::vector<archive_sample>{make_archive_sample(), archive_sample{}});
+  check_same_bytes(member_point{1.5, -2.5, "corner", {1, 2, 3}});
+  check_same_bytes(boxed_text{std::string(100000, 'q')});
+  check_same_bytes(boxed_text{""});
+  check_same_bytes(adl_named{"tally", {{"x", 1}, {"y", -2}}});
+  check_same_bytes(elsewhere::opted_in{"opted", 123456789L});
+  check_same_bytes(make_zoo()); // shared_ptr, an exported derived class, tracking, null
+  check_same_bytes(zoo{});
+}
+
+TEST_CASE("checked_oarchive round-trips through checked_iarchive", "[serialization][archive]") {
+  const archive_sample sample = make_archive_sample();
+  const std::vector<char> bytes = save_checked(sample);
+  CHECK(unpack<archive_sample>(bytes, bytes.size()) == sample);
+
+  const std::vector<char> zoo_bytes = save_checked(make_zoo());
+  const zoo out = unpack<zoo>(zoo_bytes, zoo_bytes.size());
+  REQUIRE(out.animals.size() == 4);
+  const auto* rex = dynamic_cast<const dog*>(out.animals[0].get());
+  REQUIRE(rex != nullptr);
+  CHECK(rex->barks == 3);
+  CHECK(out.animals[2] == out.animals[0]);
+  CHECK(out.animals[3] == nullptr);
+  CHECK(out.favourite == out.animals[1]);
+  CHECK(out.favourite->name == "generic");
+}
+
+TEST_CASE("checked_oarchive refuses a block over its limit before writing it",
+          "[serialization][archive]") {
+  using mpirpc::detail::checked_oarchive;
+  const std::string advice = "pass large data as std::string or std::vector arguments, which "
+                             "travel out of line";
+  SECTION("a string, at the limit and over it (a test-only limit of 10 bytes)") {
+    std::vector<char> bytes;
+    checked_oarchive archive(bytes, boost::archive::no_header, 10);
+    archive << std::string(10, 'a');
+    CHECK(bytes.size() == sizeof(unsigned int) + 10);
+    CHECK_THROWS_WITH(archive << std::string(11, 'b'),
+                      Catch::Contains("a string of 11 bytes exceeds the limit of 10 bytes for "
+                                      "one block of a Boost archive") &&
+                          Catch::Contains(advice));
+    CHECK(bytes.size() == sizeof(unsigned int) + 10); // nothing of it written
+  }
+  SECTION("the limit cannot be raised above INT_MAX") {
+    std::vector<char> bytes;
+    checked_oarchive archive(bytes, boost::archive::no_header, std::size_t(1) << 40);
+    CHECK(archive.block_limit() == std::size_t(INT_MAX));
+  }
+  SECTION("save_binary of a huge count, refused before reading the (small) source") {
+    std::vector<char> bytes;
+    checked_oarchive archive(bytes);
+    const char small[4] = {1, 2, 3, 4};
+    const std::size_t huge = (std::size_t(1) << 32) + 16; // would be 16 once narrowed to int
+    CHECK_THROWS_WITH(archive.save_binary(small, huge),
+                      Catch::Contains("a binary block of 4294967312 bytes exceeds the limit of "
+                                      "2147483647 bytes") &&
+                          Catch::Contains(advice));
+    CHECK_THROWS_AS(archive.save_binary(small, std::size_t(INT_MAX) + 1),
+                    mpirpc::serialization_error);
+    CHECK(bytes.empty());
+    archive.save_binary(small, sizeof small);
+    CHECK(bytes == std::vector<char>{1, 2, 3, 4});
+  }
+  SECTION("an array of a huge count, refused before reading the (small) source") {
+    std::vector<char> bytes;
+    checked_oarchive archive(bytes);
+    const int small[2] = {1, 2};
+    CHECK_THROWS_WITH(archive << boost::serialization::make_array(small, std::size_t(1) << 30),
+                      Catch::Contains("an array of 1073741824 elements of 4 bytes exceeds the "
+                                      "limit of 2147483647 bytes") &&
+                          Catch::Contains(advice));
+    CHECK(bytes.empty());
+  }
+  SECTION("a vector's elements as one array (a test-only limit of 8 bytes)") {
+    std::vector<char> bytes;
+    checked_oarchive archive(bytes, boost::archive::no_header, 8);
+    CHECK_THROWS_WITH((archive << std::vector<int>{1, 2, 3}),
+                      Catch::Contains("an array of 3 elements of 4 bytes exceeds the limit of 8"));
+  }
+}
+
+TEST_CASE("a refused Boost save leaves the message as it was", "[serialization]") {
+  std::vector<char> out;
+  writer w(out);
+  mpirpc::detail::save(w, 7);
+  const std::vector<char> before = out;
+  CHECK_THROWS_AS(mpirpc::detail::save(w, picky{"refuse"}), serialization_error);
+  CHECK(out == before);
+  mpirpc::detail::save(w, boxed_text{"next"});
+  reader r(out.data(), out.size());
+  int seven = 0;
+  mpirpc::detail::load(r, seven);
+  boxed_text next;
+  mpirpc::detail::load(r, next);
+  CHECK(seven == 7);
+  CHECK(next.text == "next");
+  CHECK(r.remaining() == 0);
 }
 
 TEST_CASE("views are not serializable: their bytes are an address", "[serialization]") {

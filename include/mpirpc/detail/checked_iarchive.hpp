@@ -103,14 +103,14 @@ public:
   }
   /// A string: unsigned int length, then that many bytes (what binary_buffer_oprimitive writes).
   template <class C, class Tr, class A> void load(std::basic_string<C, Tr, A>& s) {
-    unsigned int length = 0;
+    unsigned int length = 0; // in characters (checked_oarchive writes all of them)
     load_impl(&length, sizeof length);
-    if (length > remaining()) {
-      fail("a string of " + std::to_string(length) + " bytes exceeds the " +
-           std::to_string(remaining()) + " bytes left");
+    if (length > remaining() / sizeof(C)) {
+      fail("a string of " + std::to_string(std::size_t(length) * sizeof(C)) +
+           " bytes exceeds the " + std::to_string(remaining()) + " bytes left");
     }
     s.resize(length);
-    load_impl(s.data(), length);
+    load_impl(s.data(), std::size_t(length) * sizeof(C));
   }
 
   [[noreturn]] void fail(const std::string& what) const {
