@@ -10,7 +10,7 @@ if(MPIRPC_SANITIZE STREQUAL "address")
        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
 elseif(MPIRPC_SANITIZE STREQUAL "thread")
   list(APPEND MPIRPC_TEST_ENVIRONMENT
-       TSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/sanitizers/tsan.supp:report_signal_unsafe=0)
+       TSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/sanitizers/tsan.supp:report_signal_unsafe=0:history_size=7)
 endif()
 
 # mpirpc_add_unit_test(NAME name SOURCES files...)
