@@ -20,6 +20,7 @@
 
 #include <mpirpc/mpirpc.hpp>
 
+#include "error_text.hpp"
 #include "mpi_test_support.hpp"
 
 using mpirpc_test::world_rank;
@@ -98,15 +99,7 @@ std::vector<bool> many_flags(std::uint64_t n) {
 
 /// The text of the serialization_error that `call` throws (a test failure if none or another).
 template <class Call> std::string serialization_error_of(Call&& call) {
-  try {
-    call();
-  } catch (const mpirpc::serialization_error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL("not a serialization_error: " << e.what());
-  }
-  FAIL("no exception");
-  return {};
+  return mpirpc_test::error_text_of<mpirpc::serialization_error>(call);
 }
 
 int add(int a, int b) {

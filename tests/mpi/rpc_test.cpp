@@ -14,6 +14,7 @@
 
 #include <mpirpc/mpirpc.hpp>
 
+#include "error_text.hpp"
 #include "mpi_test_support.hpp"
 
 namespace {
@@ -360,15 +361,7 @@ unreadable make_unreadable(int v) {
 
 /// The text of the serialization_error that `call` throws (a test failure if none or another).
 template <class Call> std::string serialization_error_of(Call&& call) {
-  try {
-    call();
-  } catch (const mpirpc::serialization_error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL("not a serialization_error: " << e.what());
-  }
-  FAIL("no exception");
-  return {};
+  return mpirpc_test::error_text_of<mpirpc::serialization_error>(call);
 }
 } // namespace
 
