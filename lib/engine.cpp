@@ -14,6 +14,7 @@
 #include <mpirpc/errors.hpp>
 
 #include "backoff.hpp"
+#include "batching.hpp"
 #include "errors_internal.hpp"
 #include "testing.hpp"
 
@@ -25,6 +26,9 @@ using clock = std::chrono::steady_clock;
 
 /// Longest leader sleep while calls of this rank await replies.
 constexpr auto busy_poll_interval = std::chrono::microseconds(200);
+/// Longest leader sleep while a batch is being built that nobody waits for (a thread that
+/// waits sends its batches first; a spinning leader sends one once it is 20 us old).
+constexpr auto batch_poll_interval = std::chrono::microseconds(200);
 /// Longest sleep of a thread waiting for a reply between its polls.
 constexpr auto waiter_max_sleep = std::chrono::microseconds(1000);
 /// A rank that sent a request within this window does not count as deeply idle.
@@ -333,6 +337,10 @@ engine::engine(const options& opts, std::unique_ptr<transport> t, std::vector<wo
       _pending(static_cast<int>(_workers.size())) {
   for (const auto& w : _workers)
     _rank_of_name.emplace(w.name, w.id);
+  for (std::size_t r = 0; r < _workers.size(); ++r) {
+    _outboxes.push_back(std::make_unique<outbox>());
+    _in_order.push_back(std::make_unique<in_order>());
+  }
   _rrefs = std::make_unique<rref_table>(*this);
 }
 
@@ -417,6 +425,18 @@ void engine::send_message(int dest, int tag, std::vector<char>& buffer, wire::ki
                               "std::string so that it travels out of line");
   }
   std::memcpy(buffer.data(), &h, sizeof h);
+  if (segments.empty()) {
+    if (tag == wire::tag_request) {
+      // Batched while earlier calls to dest are in flight, and always when one-way; order is
+      // kept with the batch either way (lib/batching.cpp).
+      const bool may_batch = (flags & wire::request_one_way) != 0 || in_burst(dest);
+      send_or_batch(dest, buffer, call_id, may_batch);
+      return;
+    }
+    if (append_to_reply_batch(dest, buffer)) return;
+  } else if (tag == wire::tag_request) {
+    flush_outbox(dest); // what was batched for dest leaves first
+  }
   for (const segment& s : segments) {
     const std::uint64_t n = s.bytes;
     const char* p = reinterpret_cast<const char*>(&n);
@@ -458,6 +478,8 @@ private:
 
 bool engine::wait_for_room(int dest, clock::time_point deadline) {
   _calls_delayed.fetch_add(1, std::memory_order_relaxed);
+  flush_outbox(dest); // the calls that hold the room may still be in the batch
+  hand_off_in_order();
   // This thread only sleeps: the replies that make room are received by the leader or by a
   // thread in wait(). It must not dispatch anything itself, since the request it is about to
   // send sits in its thread-local buffers.
@@ -524,12 +546,50 @@ void engine::send_request(int dest, const function_entry& fn, std::uint16_t flag
     throw;
   }
   _requests_sent.fetch_add(1, std::memory_order_relaxed);
-  // Wake a deeply idle leader so that the reply is noticed soon even if nobody waits for it;
+  wake_idle_leader();
+}
+
+namespace {
+/// The request this thread sent last, unless it has dispatched a message since (see in_burst).
+struct last_request {
+  const void* engine = nullptr;
+  int dest = -1;
+  std::int64_t ns = 0;
+};
+thread_local last_request t_last_request;
+} // namespace
+
+bool engine::in_burst(int dest) noexcept {
+  // A burst: this thread called dest a moment ago and has received nothing since. Calls that
+  // each follow a message (a chain of nested calls, or calls made from replies' continuations)
+  // are not a burst, however many are outstanding.
+  const std::int64_t now = clock::now().time_since_epoch().count();
+  last_request& last = t_last_request;
+  const bool burst =
+      last.engine == this && last.dest == dest &&
+      now - last.ns < std::chrono::duration_cast<clock::duration>(batch_burst).count() &&
+      _pending.outstanding(dest) >= batch_from_outstanding;
+  last = {this, dest, now};
+  return burst;
+}
+
+void engine::wake_idle_leader() noexcept {
+  // Wakes a deeply idle leader so that a reply is noticed soon even if nobody waits for it;
   // only the first call after idleness pays for the wake-up.
   if (_leader_idle.load(std::memory_order_seq_cst)) {
     std::lock_guard<std::mutex> lock(_leader_sleep_mutex); // no lost wake-up
     if (_leader_idle.exchange(false)) _leader_cv.notify_one();
   }
+}
+
+void engine::send_one_way(int dest, const function_entry& fn, request_buffers& request) {
+  const admission admitted(*this);
+  if (!admitted) {
+    throw shutdown_error("mpirpc: the RPC runtime has shut down; no further calls can be made");
+  }
+  send_message(dest, wire::tag_request, request.payload, wire::kind::request, 0, fn.id,
+               request.segments, wire::request_one_way);
+  _one_way_sent.fetch_add(1, std::memory_order_relaxed);
 }
 
 namespace {
@@ -545,6 +605,10 @@ struct hold_release {
 } // namespace
 
 void engine::send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
+  if (token.one_way) { // nobody waits for the value
+    if (token.held) _held_one_way.fetch_sub(1, std::memory_order_seq_cst);
+    return;
+  }
   const hold_release release{token, _held_replies};
   bool may_wait = !in_progress_callback();
   std::string replenish_failed;
@@ -624,6 +688,14 @@ void engine::send_reply_value(reply_token& token, save_fn save, const void* valu
 }
 
 void engine::send_reply_error(reply_token& token, std::exception_ptr error) noexcept {
+  if (token.one_way) { // nobody waits for it: logged and counted instead
+    const exception_description d = describe_exception(error);
+    one_way_failed("a one-way call of '" + function_name(token.function_id) + "' from " +
+                   _workers[static_cast<std::size_t>(token.source)].name + " failed: " + d.type +
+                   ": " + d.message);
+    if (token.held) _held_one_way.fetch_sub(1, std::memory_order_seq_cst);
+    return;
+  }
   const hold_release release{token, _held_replies};
   const admission admitted(*this);
   if (!admitted) return;
@@ -635,7 +707,8 @@ void engine::send_reply_error(reply_token& token, std::exception_ptr error) noex
 void engine::hold_reply(reply_token& token) noexcept {
   if (!token.held) {
     token.held = true;
-    _held_replies.fetch_add(1);
+    // A one-way call's asynchronous part counts as busy for shutdown: no caller counts it.
+    (token.one_way ? _held_one_way : _held_replies).fetch_add(1, std::memory_order_seq_cst);
   }
 }
 
@@ -690,6 +763,7 @@ std::exception_ptr engine::decode_error_reply(const char* payload, std::size_t s
 // Receiving
 
 void engine::dispatch(incoming& message) noexcept {
+  t_last_request.dest = -1; // what this thread sends next follows a message: no burst
   wire::header h{};
   const std::uint32_t max_tag = _transport->tag_ub();
   const std::size_t size = message.bytes.size();
@@ -717,15 +791,19 @@ void engine::dispatch(incoming& message) noexcept {
         std::to_string(message.tag) + "): " + problem + segments);
     _malformed.fetch_add(1, std::memory_order_seq_cst);
     if (message.tag == wire::tag_request && size >= sizeof(wire::header) &&
-        h.magic == wire::magic) {
+        h.magic == wire::magic && !(h.flags & wire::request_one_way) &&
+        h.kind != static_cast<std::uint8_t>(wire::kind::batch)) {
       send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::malformed,
                        "mpirpc::serialization_error", "malformed request: " + problem, self().name);
     }
-    _received.fetch_add(1, std::memory_order_seq_cst);
+    if (!message.continuation) _received.fetch_add(1, std::memory_order_seq_cst);
     return;
   }
+  const bool counted = message.continuation; // the rest of a batch counted already
   try {
-    if (h.kind == static_cast<std::uint8_t>(wire::kind::request)) {
+    if (h.kind == static_cast<std::uint8_t>(wire::kind::batch)) {
+      handle_batch(message, h);
+    } else if (h.kind == static_cast<std::uint8_t>(wire::kind::request)) {
       handle_request(message, h);
     } else {
       handle_reply(message, h);
@@ -733,7 +811,7 @@ void engine::dispatch(incoming& message) noexcept {
   } catch (const std::exception& e) {
     log(std::string("error while dispatching a message: ") + e.what());
   }
-  _received.fetch_add(1, std::memory_order_seq_cst);
+  if (!counted) _received.fetch_add(1, std::memory_order_seq_cst);
 }
 
 bool engine::try_take_slot() noexcept {
@@ -744,21 +822,52 @@ bool engine::try_take_slot() noexcept {
   return false;
 }
 
-void engine::handle_request(incoming& message, const wire::header& h) {
+void engine::handle_request(incoming& message, const wire::header& h, bool slot_held) {
+  struct slot_guard { // a slot taken for this request by the caller goes back if it cannot run
+    engine& e;
+    bool held;
+    ~slot_guard() {
+      if (held) e._running_handlers.fetch_sub(1, std::memory_order_seq_cst);
+    }
+  } slot{*this, slot_held};
+  const bool one_way = (h.flags & wire::request_one_way) != 0;
   const function_entry* fn = registry::instance().by_id(h.function_id);
   if (!fn) {
     segment_stream(*_transport, message, h, this).drain();
+    if (one_way) {
+      _one_way_run.fetch_add(1, std::memory_order_relaxed);
+      one_way_failed(
+          "a one-way call from " + _workers[static_cast<std::size_t>(message.source)].name +
+          " was dropped: " + function_name(h.function_id) + " is not registered on " + self().name);
+      return;
+    }
     send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::unknown_function,
                      "mpirpc::unknown_function_error", "no such function", self().name);
     return;
   }
   if (!_accepting.load(std::memory_order_seq_cst)) { // a non-graceful stop is under way
     segment_stream(*_transport, message, h, this).drain();
+    if (one_way) {
+      _one_way_run.fetch_add(1, std::memory_order_relaxed);
+      one_way_failed("a one-way call of '" + fn->name + "' from " +
+                     _workers[static_cast<std::size_t>(message.source)].name +
+                     " was not run: " + self().name + " is shutting down");
+      return;
+    }
     send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::shutting_down,
                      "mpirpc::shutdown_error", self().name + " is shutting down", self().name);
     return;
   }
-  if (!try_take_slot()) {
+  if (slot_held) {
+    slot.held = false; // released below, after the handler
+  } else if (!try_take_slot()) {
+    // In an in-order run, the request and what follows it go to a server thread together.
+    in_order_cursor* cursor = current_cursor();
+    if (cursor && cursor->owner == this && !cursor->handed_off && !cursor->rest) {
+      cursor->whole = &message;
+      hand_off_in_order();
+      return;
+    }
     // The request waits for a handler slot; its sender must not wait with it (a sender blocked
     // on an unreceived buffer might itself hold the slot the request needs): take the buffers
     // now and decode from memory later.
@@ -808,19 +917,26 @@ void engine::run_request(const incoming& message, const wire::header& h, const f
   token.call_id = h.call_id;
   token.function_id = h.function_id;
   token.owner = this;
+  token.one_way = (h.flags & wire::request_one_way) != 0;
+  if (token.one_way) _one_way_run.fetch_add(1, std::memory_order_relaxed);
   try {
-    if (h.flags != 0) {
+    if (h.flags & wire::request_rref_flags) {
       _rrefs->serve(h.flags, fn, in, token);
     } else {
       fn.invoke(fn.fn, in, token);
     }
   } catch (const argument_error& e) {
     segments.drain();
-    send_error_reply(token.source, token.call_id, token.function_id,
-                     wire::error_code::serialization, "mpirpc::serialization_error",
-                     "the arguments of '" + fn.name + "' could not be deserialized on " +
-                         self().name + ": " + e.what(),
-                     self().name);
+    const std::string what = "the arguments of '" + fn.name + "' could not be deserialized on " +
+                             self().name + ": " + e.what();
+    if (token.one_way) {
+      one_way_failed("a one-way call from " +
+                     _workers[static_cast<std::size_t>(token.source)].name + " failed: " + what);
+    } else {
+      send_error_reply(token.source, token.call_id, token.function_id,
+                       wire::error_code::serialization, "mpirpc::serialization_error", what,
+                       self().name);
+    }
     _requests_served.fetch_add(1, std::memory_order_relaxed);
     return;
   } catch (...) {
@@ -1028,15 +1144,23 @@ void engine::lead() {
     if (got) {
       _leader_idle.store(false, std::memory_order_seq_cst);
       _dispatch_seq.fetch_add(1, std::memory_order_relaxed);
+      // Decided before another thread may poll, so that requests from one source that must
+      // run in order are taken up in the order they arrived.
+      const route r = route_received(message);
       _poll_mutex.unlock(); // another thread may poll while this one dispatches
       if (_standby_deep.load(std::memory_order_seq_cst)) _standby_cv.notify_one();
-      dispatch(message);
+      if (r == route::in_order) {
+        run_in_order(message);
+      } else if (r == route::dispatch) {
+        dispatch(message);
+      }
       if (!_poll_mutex.try_lock()) return; // leadership moved on
       last_activity = clock::now();
       continue;
     }
     const auto now = clock::now(); // one clock read per idle poll, shared with the timeouts
     check_timeouts(now);
+    flush_aged_outboxes(now);
     const auto idle_for = now - last_activity;
     if (idle_for < _spin_window && _spinning_waiters.load(std::memory_order_relaxed) == 0) {
       cpu_relax(); // one pause: on recent x86 it alone takes ~100 cycles
@@ -1046,8 +1170,9 @@ void engine::lead() {
     // leader that wakes often for nothing steals the core of the threads that spin.
     const bool calls_out = (_pending.size() > 0 && _waiters.load(std::memory_order_relaxed) == 0) ||
                            _held_replies.load() > 0;
-    const auto cap =
-        calls_out ? std::min(busy_poll_interval, _idle_poll_interval) : _idle_poll_interval;
+    auto cap = calls_out ? std::min(busy_poll_interval, _idle_poll_interval) : _idle_poll_interval;
+    const bool batches_out = _outboxes_filled.load(std::memory_order_relaxed) > 0;
+    if (batches_out) cap = std::min(cap, batch_poll_interval); // sent once old enough
     const auto sleep = paced_sleep(idle_for, cap);
     // Deeply idle only if this rank has not called out lately either: between the calls of a
     // busy caller the pending table is empty for a moment, and flagging idleness then would
@@ -1055,7 +1180,7 @@ void engine::lead() {
     const bool called_lately =
         now.time_since_epoch().count() - _last_call_ns.load(std::memory_order_relaxed) <
         std::chrono::duration_cast<clock::duration>(recent_call_window).count();
-    const bool idle = !calls_out && !called_lately && sleep >= cap;
+    const bool idle = !calls_out && !batches_out && !called_lately && sleep >= cap;
     std::unique_lock<std::mutex> lock(_leader_sleep_mutex);
     _leader_idle.store(idle, std::memory_order_seq_cst);
     // A call sent between the checks above and the store: send_request inserted it before it
@@ -1081,6 +1206,15 @@ void engine::lead() {
 
 void engine::wait(future_state_base& state) {
   use_fine_timer_slack();
+  // What this thread batched leaves now, and an in-order run it is in goes on elsewhere: the
+  // awaited reply may depend on either. Replies it makes meanwhile are sent at once.
+  flush_outboxes();
+  hand_off_in_order();
+  struct reply_batch_pause {
+    reply_batch*& slot = current_reply_batch();
+    reply_batch* saved = std::exchange(slot, nullptr);
+    ~reply_batch_pause() { slot = saved; }
+  } no_reply_batch;
   buffer_lease lease;
   incoming& message = lease.get();
   const auto start = clock::now();
@@ -1106,6 +1240,7 @@ void engine::wait(future_state_base& state) {
     }
     const auto now = clock::now();
     check_timeouts(now);
+    flush_aged_outboxes(now);
     if (spinning) {
       if (now - start < _spin_window) {
         cpu_relax();
@@ -1135,11 +1270,16 @@ std::string engine::quiesce(clock::time_point deadline) {
   std::uint64_t previous[3] = {~0ull, ~0ull, ~0ull};
   auto pause = std::chrono::microseconds(50);
   for (;;) {
+    flush_outboxes(); // batched calls count once they are sent
     // Read along the pipeline (queued before running): a request moving from the queue to a
-    // handler between the two reads is then counted twice rather than not at all.
-    const auto queued = static_cast<std::uint64_t>(_queued.load(std::memory_order_seq_cst));
+    // handler between the two reads is then counted twice rather than not at all. Requests
+    // waiting for an in-order run count as queued, one-way calls still running
+    // asynchronously as running (nobody else counts them).
+    const auto queued = static_cast<std::uint64_t>(_queued.load(std::memory_order_seq_cst)) +
+                        _ordered_waiting.load(std::memory_order_seq_cst);
     const auto running =
-        static_cast<std::uint64_t>(_running_handlers.load(std::memory_order_seq_cst));
+        static_cast<std::uint64_t>(_running_handlers.load(std::memory_order_seq_cst)) +
+        static_cast<std::uint64_t>(_held_one_way.load(std::memory_order_seq_cst));
     const auto pending = static_cast<std::uint64_t>(_pending.size());
     std::uint64_t local[4];
     local[2] = queued + running + pending;
@@ -1218,12 +1358,58 @@ void engine::refuse_queued() noexcept {
   }
 }
 
+void engine::refuse_in_order() noexcept {
+  for (std::size_t s = 0; s < _in_order.size(); ++s) {
+    std::deque<incoming> unserved;
+    {
+      std::lock_guard<std::mutex> lock(_in_order[s]->mutex);
+      unserved.swap(_in_order[s]->waiting);
+    }
+    _ordered_waiting.fetch_sub(unserved.size(), std::memory_order_seq_cst);
+    for (const incoming& m : unserved) {
+      wire::header h;
+      if (!wire::validate(m.bytes.data(), m.bytes.size(), m.tag, h, _transport->tag_ub()).empty()) {
+        continue;
+      }
+      auto refuse = [&](const wire::header& r) {
+        if (r.flags & wire::request_one_way) {
+          one_way_failed("a one-way call of '" + function_name(r.function_id) + "' from " +
+                         _workers[s].name + " was not run: " + self().name + " shut down first");
+          return;
+        }
+        send_error_reply(m.source, r.call_id, r.function_id, wire::error_code::shutting_down,
+                         "mpirpc::shutdown_error",
+                         self().name + " shut down before serving the call", self().name);
+      };
+      if (h.kind != static_cast<std::uint8_t>(wire::kind::batch)) {
+        segment_stream(*_transport, m, h).drain();
+        refuse(h);
+        continue;
+      }
+      const char* p = m.bytes.data() + sizeof(wire::header);
+      const char* const end = p + h.payload_size;
+      while (p < end) {
+        wire::header sub;
+        std::size_t size = 0;
+        if (!wire::validate_batched(p, static_cast<std::size_t>(end - p), m.tag, sub, size)
+                 .empty()) {
+          break;
+        }
+        refuse(sub);
+        p += size;
+      }
+    }
+  }
+}
+
 void engine::stop(const std::string& reason) {
   _accepting.store(false, std::memory_order_seq_cst);
   while (_callers_inside.load(std::memory_order_seq_cst) > 0) {
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
+  drop_outboxes();
   refuse_queued();
+  refuse_in_order();
   // Fail what is still outstanding first: a handler blocked waiting on one of these calls
   // must return before its thread can be joined.
   std::vector<pending_call> orphans = _pending.take_all();
@@ -1248,6 +1434,7 @@ void engine::stop(const std::string& reason) {
   }
   _threads.clear();
   refuse_queued(); // a request queued while the threads were stopping
+  refuse_in_order();
   _stopped.store(true, std::memory_order_seq_cst);
   _transport->close();
 }
@@ -1263,6 +1450,11 @@ runtime_stats engine::stats() const {
   s.calls_delayed = _calls_delayed.load();
   s.rref_owned_objects = _rrefs->owned_objects();
   s.rref_references = _rrefs->references();
+  s.one_way_sent = _one_way_sent.load();
+  s.one_way_run = _one_way_run.load();
+  s.one_way_failed = _one_way_failed.load();
+  s.batches_sent = _batches_sent.load();
+  s.messages_batched = _messages_batched.load();
   return s;
 }
 

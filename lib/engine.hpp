@@ -49,6 +49,12 @@ public:
   /// Sends a request for `fn` with the given wire flags (see rpc.hpp's on_rref/creates_rref).
   void send_request(int dest, const function_entry& fn, std::uint16_t flags,
                     request_buffers& request, std::shared_ptr<reply_sink> sink, double timeout_s);
+  /// Sends a one-way request (rpc_ff): batched with this rank's other messages to `dest`, in
+  /// the order of the calls (lib/batching.cpp).
+  void send_one_way(int dest, const function_entry& fn, request_buffers& request);
+  /// Sends every batch still being built. Called before a thread waits, by pollers for batches
+  /// older than batch_delay, and by quiesce().
+  void flush_outboxes() noexcept;
   void send_reply_value(reply_token& token, save_fn save, const void* value) noexcept;
   void send_reply_error(reply_token& token, std::exception_ptr error) noexcept;
   void hold_reply(reply_token& token) noexcept;
@@ -84,6 +90,49 @@ private:
   friend struct testing_access; // lib/testing.cpp: the raw-message test seam
   struct segment_stream;
   class admission;
+  // Batching and in-order delivery (lib/batching.cpp).
+  struct outbox;   ///< requests to one destination, built into one batch
+  struct in_order; ///< requests from one source that must run in arrival order
+  struct in_order_cursor;
+  struct reply_batch;
+  enum class route { dispatch, in_order, deferred };
+  /// Sends a message built in `buffer` (header filled in, no segments) to `dest`, batched if
+  /// `may_batch` or if a batch to `dest` is being built (order is kept either way).
+  void send_or_batch(int dest, std::vector<char>& buffer, std::uint64_t call_id, bool may_batch);
+  /// Sends the outbox's batch; the caller holds its mutex. Calls of a batch that could not be
+  /// sent are failed by the caller after unlocking (`failed`).
+  void flush_locked(int dest, outbox& box, std::vector<std::uint64_t>& failed,
+                    std::exception_ptr& failure) noexcept;
+  void fail_unsent(const std::vector<std::uint64_t>& ids, const std::exception_ptr& failure,
+                   int dest) noexcept;
+  void flush_outbox(int dest) noexcept;
+  void flush_aged_outboxes(std::chrono::steady_clock::time_point now) noexcept;
+  /// Sends a message on the raw transport as one counted control message (no segments).
+  void send_counted(int dest, int tag, const char* data, std::size_t size);
+  /// Leader, holding _poll_mutex: whether a received message runs now, in order, or waits
+  /// behind the requests from its source that run already.
+  route route_received(incoming& message);
+  /// Runs `message` and then what waits behind it; `popped`: it was taken from `waiting`.
+  void run_in_order(incoming& message, bool popped = false);
+  void continue_in_order(int source);
+  /// Gives the rest of the in-order work this thread runs to a server thread, because the
+  /// handler it runs is about to block (or no handler slot is free).
+  void hand_off_in_order() noexcept;
+  void handle_batch(incoming& message, const wire::header& h);
+  void flush_reply_batch() noexcept;
+  /// Adds a reply (header filled in, no segments) to this thread's reply batch if it is one
+  /// for `dest`; false if the reply must be sent on its own.
+  bool append_to_reply_batch(int dest, const std::vector<char>& message);
+  /// A one-way call's failure: logged and counted, since nobody waits for it.
+  void one_way_failed(const std::string& what) noexcept;
+  void refuse_in_order() noexcept;
+  void drop_outboxes() noexcept;
+  void wake_idle_leader() noexcept;
+  /// Whether a request to `dest` now is part of a burst to a busy destination (then batched).
+  bool in_burst(int dest) noexcept;
+  /// This thread's in-order run and reply batch, if any (thread-local; lib/batching.cpp).
+  static in_order_cursor*& current_cursor() noexcept;
+  static reply_batch*& current_reply_batch() noexcept;
 
   void thread_main();
   bool follow();
@@ -91,7 +140,8 @@ private:
   void run_queued();
   bool try_take_slot() noexcept;
   void dispatch(incoming& message) noexcept;
-  void handle_request(incoming& message, const wire::header& h);
+  /// `slot_held`: the caller has taken a handler slot for this request already.
+  void handle_request(incoming& message, const wire::header& h, bool slot_held = false);
   void run_request(const incoming& message, const wire::header& h, const function_entry& fn);
   void handle_reply(incoming& message, const wire::header& h);
   void send_error_reply(int dest, std::uint64_t call_id, std::uint64_t function_id,
@@ -141,6 +191,18 @@ private:
   std::atomic<std::uint64_t> _malformed{0};
   std::atomic<std::uint64_t> _timeouts{0};
   std::atomic<std::uint64_t> _calls_delayed{0};
+  std::atomic<std::uint64_t> _one_way_sent{0};
+  std::atomic<std::uint64_t> _one_way_run{0};
+  std::atomic<std::uint64_t> _one_way_failed{0};
+  std::atomic<std::uint64_t> _batches_sent{0};
+  std::atomic<std::uint64_t> _messages_batched{0};
+
+  // batching (lib/batching.cpp)
+  std::vector<std::unique_ptr<outbox>> _outboxes;   ///< by destination rank
+  std::vector<std::unique_ptr<in_order>> _in_order; ///< by source rank
+  std::atomic<int> _outboxes_filled{0};             ///< outboxes holding a batch
+  std::atomic<std::uint64_t> _ordered_waiting{0};   ///< messages waiting in _in_order
+  std::atomic<int> _held_one_way{0}; ///< one-way async-execution calls not yet complete
 
   // requests waiting for a handler slot
   std::mutex _queue_mutex;

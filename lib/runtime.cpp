@@ -222,24 +222,49 @@ void abandon_request() noexcept {
   rref_table::fork_log_undo(0);
 }
 
+namespace {
+/// The engine, destination rank and registry entry of a call; throws at the call site.
+struct resolved_call {
+  engine& e;
+  int dest;
+  const function_entry& entry;
+};
+resolved_call resolve_call(const destination& to, const call_target& target) {
+  engine& e = running_engine();
+  const int dest = e.resolve(to);
+  const function_entry* entry =
+      target.member ? registry::instance().by_member(target.member, target.member_size)
+                    : registry::instance().by_pointer(target.fn);
+  if (!entry) {
+    throw unknown_function_error(
+        target.member
+            ? "mpirpc: the member function called through an rref is not registered on this "
+              "rank; register it with MPIRPC_REGISTER_METHOD(Class::method) at namespace scope"
+            : "mpirpc: the function passed to rpc_sync/rpc_async/rpc_ff/remote is not registered "
+              "on this rank; register it with MPIRPC_REGISTER(function) at namespace scope");
+  }
+  return {e, dest, *entry};
+}
+} // namespace
+
 void send_call(const destination& to, const call_target& target, std::uint16_t flags,
                request_buffers& request, std::shared_ptr<reply_sink> sink, double timeout_s) {
   const trim_on_exit trim{request.payload};
   try {
-    engine& e = running_engine();
-    const int dest = e.resolve(to);
-    const function_entry* entry =
-        target.member ? registry::instance().by_member(target.member, target.member_size)
-                      : registry::instance().by_pointer(target.fn);
-    if (!entry) {
-      throw unknown_function_error(
-          target.member
-              ? "mpirpc: the member function called through an rref is not registered on this "
-                "rank; register it with MPIRPC_REGISTER_METHOD(Class::method) at namespace scope"
-              : "mpirpc: the function passed to rpc_sync/rpc_async/remote is not registered on "
-                "this rank; register it with MPIRPC_REGISTER(function) at namespace scope");
-    }
-    e.send_request(dest, *entry, flags, request, std::move(sink), timeout_s);
+    const resolved_call call = resolve_call(to, target);
+    call.e.send_request(call.dest, call.entry, flags, request, std::move(sink), timeout_s);
+  } catch (...) {
+    rref_table::fork_log_undo(0);
+    throw;
+  }
+  rref_table::fork_log_commit(0);
+}
+
+void send_one_way(const destination& to, const call_target& target, request_buffers& request) {
+  const trim_on_exit trim{request.payload};
+  try {
+    const resolved_call call = resolve_call(to, target);
+    call.e.send_one_way(call.dest, call.entry, request);
   } catch (...) {
     rref_table::fork_log_undo(0);
     throw;

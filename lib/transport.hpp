@@ -43,6 +43,9 @@ struct incoming {
   std::vector<char> bytes;
   /// Out-of-line buffers received ahead of decoding (only for requests that had to queue).
   std::vector<std::vector<char>> prefetched;
+  /// The rest of a batch whose first messages ran on another thread (lib/batching.cpp): it was
+  /// counted as received with that batch, and is not counted again.
+  bool continuation = false;
 };
 
 class transport {

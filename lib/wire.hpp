@@ -20,6 +20,10 @@ enum class kind : std::uint8_t {
   request = 1,
   reply_value = 2,
   reply_error = 3,
+  /// Several complete messages of one kind family (requests on tag_request, replies on
+  /// tag_reply), each `header | payload` without segments, back to back in the payload;
+  /// call_id holds their count. See docs/wire.md, "Batches".
+  batch = 4,
 };
 
 /// What an error reply reports; decides the exception type raised at the caller.
@@ -36,7 +40,15 @@ enum class error_code : std::uint8_t {
 /// carries (request_on_rref). Same values as rpc.hpp's on_rref / creates_rref.
 constexpr std::uint16_t request_on_rref = 1;
 constexpr std::uint16_t request_creates_rref = 2;
-constexpr std::uint16_t request_flags_known = request_on_rref | request_creates_rref;
+constexpr std::uint16_t request_rref_flags = request_on_rref | request_creates_rref;
+/// A one-way call (rpc_ff): no reply is sent; call_id is zero. Never combined with rref flags.
+constexpr std::uint16_t request_one_way = 4;
+constexpr std::uint16_t request_flags_known = request_rref_flags | request_one_way;
+
+/// The largest batch a sender builds (header and every message in it): batches stay below
+/// Open MPI's usual eager limit for shared memory (4 KiB), so that a batch never waits for
+/// its receiver.
+constexpr std::size_t max_batch_bytes = 4000;
 
 /// Limits checked on every received header.
 constexpr std::uint32_t max_segments = 4096;
@@ -75,6 +87,12 @@ std::string validate(const char* data, std::size_t size, int tag, header& out,
 /// and the message is long enough to end with the table. The table is then the last
 /// 8 * segment_count bytes of the message, where the sender puts it, whatever payload_size
 /// says.
+/// Checks one message inside a batch that arrived with `tag` (the batch's `size` bytes from
+/// `data` on): the rules of validate() for that tag, plus no segments and no nested batch.
+/// On success `message_size` is its length (header and payload).
+std::string validate_batched(const char* data, std::size_t size, int tag, header& out,
+                             std::size_t& message_size);
+
 bool segment_table_readable(std::size_t size, const header& h, std::uint32_t max_data_tag);
 
 } // namespace mpirpc::detail::wire

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
-// Calling registered functions on other workers: rpc_sync and rpc_async, as in torch.
+// Calling registered functions on other workers: rpc_sync and rpc_async, as in torch, and the
+// one-way rpc_ff.
 //
 //     int r = mpirpc::rpc_sync("worker1", add, 1, 2);                 // blocks for the result
 //     mpirpc::future<int> f = mpirpc::rpc_async(2, add, 1, 2);        // returns at once
+//     mpirpc::rpc_ff("worker1", record, 42);                          // no reply at all
 //     auto g = mpirpc::rpc_async(info, add, 1, 2, mpirpc::timeout(5s)); // per-call timeout
 //
 // `to` is a worker name, a rank or a worker_info; `fn` a registered free or static member
@@ -190,12 +192,11 @@ template <class P, class Arg> void save_argument(writer& w, Arg&& arg) {
   }
 }
 
-/// Builds and sends one request whose reply holds a Result: `prefix(w)` writes what comes
-/// before the arguments (see the flags). Precondition: arguments_fit<Params, ArgTuple>.
-template <class Params, class Result, class ArgTuple, class Prefix, std::size_t... I>
-future<Result> issue_call(const destination& to, const call_target& target, std::uint16_t flags,
-                          Prefix&& prefix, ArgTuple&& args, double timeout_s,
-                          std::index_sequence<I...>) {
+/// Builds one request and passes it to `send(request)`, whose result it returns: `prefix(w)`
+/// writes what comes before the arguments (see the flags). Builds it again when an rref in it
+/// had no weight left to give. Precondition: arguments_fit<Params, ArgTuple>.
+template <class Params, class ArgTuple, class Prefix, class Send, std::size_t... I>
+auto build_request(Prefix&& prefix, ArgTuple&& args, Send&& send, std::index_sequence<I...>) {
   for (;;) {
     try {
       request_buffers& request = begin_request();
@@ -204,10 +205,7 @@ future<Result> issue_call(const destination& to, const call_target& target, std:
       (save_argument<std::tuple_element_t<I, Params>>(
            w, std::forward<std::tuple_element_t<I, std::decay_t<ArgTuple>>>(std::get<I>(args))),
        ...);
-      auto state = std::make_shared<call_state<Result>>();
-      send_call(to, target, flags, request, state, timeout_s);
-      return make_future_from_state<Result>(
-          std::shared_ptr<future_state<Result>>(std::move(state)));
+      return send(request);
     } catch (rref_weight_exhausted& e) {
       abandon_request();
       e.replenished.wait(); // then build the request again
@@ -215,6 +213,43 @@ future<Result> issue_call(const destination& to, const call_target& target, std:
       abandon_request();
       throw;
     }
+  }
+}
+
+/// Builds and sends one request whose reply holds a Result.
+template <class Params, class Result, class ArgTuple, class Prefix, std::size_t... I>
+future<Result> issue_call(const destination& to, const call_target& target, std::uint16_t flags,
+                          Prefix&& prefix, ArgTuple&& args, double timeout_s,
+                          std::index_sequence<I...> seq) {
+  return build_request<Params>(
+      std::forward<Prefix>(prefix), std::forward<ArgTuple>(args),
+      [&](request_buffers& request) {
+        auto state = std::make_shared<call_state<Result>>();
+        send_call(to, target, flags, request, state, timeout_s);
+        return make_future_from_state<Result>(
+            std::shared_ptr<future_state<Result>>(std::move(state)));
+      },
+      seq);
+}
+
+/// Resolves the destination and function, then sends a one-way request (implemented in lib/).
+void send_one_way(const destination& to, const call_target& target, request_buffers& request);
+
+template <class Fn, class ArgTuple, std::size_t... I>
+void call_one_way(const destination& to, Fn fn, ArgTuple&& args, std::index_sequence<I...> seq) {
+  using traits = function_traits<Fn>;
+  using params = typename traits::parameters;
+  using Args = std::decay_t<ArgTuple>;
+  // The result stays on the callee, so it need not travel; the parameters must.
+  check_one_way_signature(fn);
+  if constexpr (arguments_fit<params, Args>(seq)) {
+    build_request<params>(
+        [](writer&) {}, std::forward<ArgTuple>(args),
+        [&](request_buffers& request) {
+          send_one_way(to, call_target{reinterpret_cast<raw_function>(fn), nullptr, 0}, request);
+          return 0;
+        },
+        seq);
   }
 }
 
@@ -266,6 +301,32 @@ auto rpc_async_dispatch(const destination& to, Fn fn, Args&&... args) {
 /// Precondition: the runtime is running (else shutdown_error); fn is registered.
 template <class Fn, class... Args> auto rpc_async(const destination& to, Fn fn, Args&&... args) {
   return detail::rpc_async_dispatch(to, fn, std::forward<Args>(args)...);
+}
+
+/// Calls fn(args...) on `to` without waiting and without a reply (fire-and-forget, as UPC++'s
+/// rpc_ff; torch has no such call). Returns once the request is handed to MPI or to a batch
+/// of this rank's messages to `to` (lib/batching.cpp), which leaves within about 20 us, or
+/// sooner when this rank waits for anything.
+///
+/// Order: the one-way calls from one sender to one destination run one after another, in the
+/// order they were sent, and a call of any kind made after them starts after they have run;
+/// a one-way handler that blocks (waits for a future) lets the ones behind it go on.
+/// Failures: what can be checked here throws here, as for rpc_async (unknown worker or
+/// function, shutdown_error, serialization_error). A function that throws on the callee,
+/// arguments it cannot decode, or a callee that stopped without running the call: each is
+/// logged on the callee's stderr and counted in its stats().one_way_failed; nothing comes
+/// back. A graceful shutdown waits until every one-way call sent has run (including the
+/// asynchronous part of a function that returns a future). A non-graceful one drops those not
+/// yet sent or run, logging how many. There is no flow control for one-way calls.
+/// There is no timeout argument: nothing waits that could time out.
+template <class Fn, class... Args> void rpc_ff(const destination& to, Fn fn, Args&&... args) {
+  static_assert(detail::function_traits<Fn>::is_function,
+                "mpirpc: the function argument must be a registered free function or static "
+                "member function (a function pointer)");
+  static_assert(!detail::last_is_timeout<Args...>::value,
+                "mpirpc: rpc_ff takes no timeout: a one-way call has no reply to wait for");
+  detail::call_one_way(to, fn, std::forward_as_tuple(std::forward<Args>(args)...),
+                       std::index_sequence_for<Args...>{});
 }
 
 /// Calls fn(args...) on `to` and waits for the result; rethrows the call's error.

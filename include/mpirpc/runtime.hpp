@@ -85,6 +85,13 @@ struct runtime_stats {
   std::uint64_t calls_delayed = 0; ///< calls that waited for room (options::max_outstanding_calls)
   std::uint64_t rref_owned_objects = 0; ///< objects this worker owns that references keep alive
   std::uint64_t rref_references = 0;    ///< rref records alive on this worker (any owner)
+  std::uint64_t one_way_sent = 0;       ///< rpc_ff calls this worker sent
+  std::uint64_t one_way_run = 0;        ///< rpc_ff calls this worker ran (or tried to)
+  /// rpc_ff calls to this worker that failed here: the function threw, its arguments could not
+  /// be decoded, it is not registered, or the worker was stopping. Each is logged on stderr.
+  std::uint64_t one_way_failed = 0;
+  std::uint64_t batches_sent = 0;     ///< MPI messages that carried several calls or replies
+  std::uint64_t messages_batched = 0; ///< calls and replies that travelled in those batches
 };
 
 /// Starts the runtime on this rank. Collective over options.comm.

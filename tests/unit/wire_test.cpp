@@ -111,7 +111,7 @@ TEST_CASE("kinds that do not match the tag, and unknown kinds", "[wire]") {
   auto h = good_header();
   h.kind = 0;
   CHECK(check(h, wire::tag_request) == "request tag with a non-request kind 0");
-  h.kind = 7;
+  h.kind = 7; // (4 is a batch, allowed on both tags)
   CHECK(check(h, wire::tag_request) == "request tag with a non-request kind 7");
   CHECK(check(h, wire::tag_reply) == "reply tag with a non-reply kind 7");
   h.kind = 255;
@@ -126,8 +126,14 @@ TEST_CASE("unknown tags", "[wire]") {
 
 TEST_CASE("flags", "[wire]") {
   auto h = good_header();
-  h.flags = 4;
-  CHECK(check(h, wire::tag_request) == "unknown flags 4");
+  h.flags = wire::request_one_way;
+  CHECK(check(h, wire::tag_request) == "");
+  h.flags = wire::request_one_way | wire::request_on_rref;
+  CHECK(check(h, wire::tag_request) == "a one-way request with rref flags");
+  h.flags = wire::request_one_way | wire::request_creates_rref;
+  CHECK(check(h, wire::tag_request) == "a one-way request with rref flags");
+  h.flags = 8;
+  CHECK(check(h, wire::tag_request) == "unknown flags 8");
   h.flags = 0x8001;
   CHECK(check(h, wire::tag_request) == "unknown flags 32769");
   auto r = good_header(wire::kind::reply_value);
@@ -227,4 +233,53 @@ TEST_CASE("segment_table_readable: which refused messages have their buffers dra
   other = h;
   other.data_tag = 0x80000000u;
   CHECK_FALSE(wire::segment_table_readable(size, other, 0xffffffffu));
+}
+
+TEST_CASE("batches: allowed on both tags, without flags or segments", "[wire]") {
+  CHECK(check(good_header(wire::kind::batch), wire::tag_request) == "");
+  CHECK(check(good_header(wire::kind::batch), wire::tag_reply) == "");
+  auto flagged = good_header(wire::kind::batch);
+  flagged.flags = wire::request_one_way;
+  CHECK(check(flagged, wire::tag_request) == "flags on a batch");
+  auto segmented = good_header(wire::kind::batch);
+  segmented.data_tag = 5;
+  CHECK(check(segmented, wire::tag_request, 4, 1) == "segments on a batch");
+}
+
+/// Validates the message at the start of `bytes` as one inside a batch.
+std::string check_batched(const std::vector<char>& bytes, int tag, std::size_t& size) {
+  wire::header out{};
+  return wire::validate_batched(bytes.data(), bytes.size(), tag, out, size);
+}
+
+TEST_CASE("messages inside a batch", "[wire]") {
+  std::size_t size = 0;
+  auto h = good_header();
+  h.payload_size = 4;
+  auto two = bytes_of(h, 4);
+  const auto second = bytes_of(h, 4);
+  two.insert(two.end(), second.begin(), second.end()); // two messages back to back
+  CHECK(check_batched(two, wire::tag_request, size) == "");
+  CHECK(size == sizeof(wire::header) + 4);
+
+  CHECK(check_batched(std::vector<char>(39), wire::tag_request, size) ==
+        "a batched message of 39 bytes is shorter than the 40-byte header");
+  auto nested = good_header(wire::kind::batch);
+  nested.payload_size = 4;
+  CHECK(check_batched(bytes_of(nested, 4), wire::tag_request, size) == "a batch inside a batch");
+  auto segmented = good_header();
+  segmented.payload_size = 4;
+  segmented.segment_count = 1;
+  segmented.data_tag = 3;
+  CHECK(check_batched(bytes_of(segmented, 4, 1), wire::tag_request, size) ==
+        "a batched message with segments");
+  auto overlong = good_header();
+  overlong.payload_size = 100;
+  CHECK(check_batched(bytes_of(overlong, 4), wire::tag_request, size) ==
+        "a batched message's payload of 100 bytes runs past the batch's end");
+  // The rules of validate() apply too, for the batch's tag.
+  auto reply = good_header(wire::kind::reply_value);
+  reply.payload_size = 4;
+  CHECK(check_batched(bytes_of(reply, 4), wire::tag_request, size) ==
+        "request tag with a non-request kind 2");
 }

@@ -29,6 +29,7 @@ struct reply_token {
   std::uint64_t function_id = 0;
   void* owner = nullptr; ///< the runtime (engine) the request arrived at
   bool held = false;     ///< true once hold_reply() made the reply outlive the handler
+  bool one_way = false;  ///< an rpc_ff call: no reply is sent; a failure is logged and counted
 };
 
 using save_fn = void (*)(writer&, const void*);

@@ -81,6 +81,12 @@ template <class R, class... P> constexpr void check_registration() {
   static_assert(check_result_shape<R>::ok && (check_parameter<P>::ok && ... && true));
 }
 
+/// The checks of a one-way call (rpc_ff): those of a registration, since the result stays on
+/// the callee.
+template <class R, class... P> constexpr void check_one_way_signature(R (*)(P...)) {
+  check_registration<R, P...>();
+}
+
 /// Decodes the arguments, calls the function and replies (now, or from the continuation of
 /// the future the function returns). Exceptions escape to the runtime, which replies with
 /// the error.

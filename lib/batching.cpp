@@ -1,0 +1,452 @@
+// SPDX-License-Identifier: MIT
+// Batching and in-order delivery, part of class engine (lib/README.md, "Batching"):
+// - outboxes: requests to one destination travel together in one MPI message while earlier
+//   calls to it still await their replies, and so do all one-way calls (rpc_ff); a lone call
+//   is never held back;
+// - reply batches: the replies made while a received batch runs leave as one message;
+// - in-order runs: batches and one-way requests from one source run one after another, in the
+//   order they arrived, so that rpc_ff calls run in the order sent and a call made after them
+//   runs after them. A handler that is about to block hands the rest to a server thread.
+#include <algorithm>
+#include <cstring>
+
+#include <mpirpc/errors.hpp>
+
+#include "batching.hpp"
+#include "errors_internal.hpp"
+
+namespace mpirpc::detail {
+
+namespace {
+using clock = std::chrono::steady_clock;
+
+/// A batch this old is sent by the next poller that finds no message (no thread waits for
+/// it, or it would have been sent when that thread started to wait).
+constexpr auto batch_delay = std::chrono::microseconds(20);
+/// Room a batch keeps for one more small message; a fuller batch is sent at once.
+constexpr std::size_t batch_headroom = 64;
+
+wire::header batch_header(std::uint32_t count, std::size_t bytes) {
+  wire::header h{};
+  h.magic = wire::magic;
+  h.version = wire::version;
+  h.kind = static_cast<std::uint8_t>(wire::kind::batch);
+  h.call_id = count;
+  h.payload_size = bytes - sizeof(wire::header);
+  return h;
+}
+
+/// Puts the batch header in front of `bytes`, which hold `count` messages after room for it.
+void seal(std::vector<char>& bytes, std::uint32_t count) {
+  const wire::header h = batch_header(count, bytes.size());
+  std::memcpy(bytes.data(), &h, sizeof h);
+}
+} // namespace
+
+engine::in_order_cursor*& engine::current_cursor() noexcept {
+  thread_local in_order_cursor* cursor = nullptr;
+  return cursor;
+}
+
+engine::reply_batch*& engine::current_reply_batch() noexcept {
+  thread_local reply_batch* batch = nullptr;
+  return batch;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending
+
+void engine::send_counted(int dest, int tag, const char* data, std::size_t size) {
+  // Counted before the send (quiesce relies on sent >= received); a control message that
+  // never left is balanced as received.
+  _sent.fetch_add(1, std::memory_order_seq_cst);
+  bool control_sent = false;
+  try {
+    _transport->send(dest, tag, data, size, {}, 0, &control_sent);
+  } catch (...) {
+    if (!control_sent) _received.fetch_add(1, std::memory_order_seq_cst);
+    throw;
+  }
+}
+
+void engine::send_or_batch(int dest, std::vector<char>& buffer, std::uint64_t call_id,
+                           bool may_batch) {
+  outbox& box = *_outboxes[static_cast<std::size_t>(dest)];
+  const std::size_t size = buffer.size();
+  if (!may_batch && box.count.load(std::memory_order_acquire) == 0) {
+    send_counted(dest, wire::tag_request, buffer.data(), size);
+    return;
+  }
+  std::vector<std::uint64_t> failed;
+  std::exception_ptr failure;
+  bool started = false;
+  {
+    std::lock_guard<std::mutex> lock(box.mutex);
+    const std::uint32_t count = box.count.load(std::memory_order_relaxed);
+    if ((!may_batch && count == 0) || size + sizeof(wire::header) > wire::max_batch_bytes) {
+      // Not batched: what is batched already leaves first, then this message (still under the
+      // mutex, so that no later message to dest overtakes it).
+      flush_locked(dest, box, failed, failure);
+      if (failure) {
+        // The batch failed, and this message could not follow it in order. It has not been
+        // sent: send_request takes its call back.
+        fail_unsent(failed, failure, dest);
+        std::rethrow_exception(failure);
+      }
+      send_counted(dest, wire::tag_request, buffer.data(), size);
+      return;
+    }
+    if (box.bytes.size() + size > wire::max_batch_bytes) {
+      flush_locked(dest, box, failed, failure);
+    }
+    if (box.count.load(std::memory_order_relaxed) == 0) {
+      box.bytes.resize(sizeof(wire::header));
+      box.since = clock::now();
+      _outboxes_filled.fetch_add(1, std::memory_order_seq_cst);
+      started = true;
+    }
+    box.bytes.insert(box.bytes.end(), buffer.begin(), buffer.end());
+    box.calls.push_back(call_id);
+    box.count.fetch_add(1, std::memory_order_release);
+    if (box.bytes.size() + batch_headroom > wire::max_batch_bytes) {
+      flush_locked(dest, box, failed, failure);
+      started = false;
+    }
+  }
+  if (failure) fail_unsent(failed, failure, dest);
+  // A new batch: sent when this or another thread waits, when it is full, or by the leader,
+  // which looks at least every batch_poll_interval while a batch is out. Only a deeply idle
+  // leader needs waking; waking it for every batch would cost more than the batch saves.
+  if (started) wake_idle_leader();
+}
+
+void engine::flush_locked(int dest, outbox& box, std::vector<std::uint64_t>& failed,
+                          std::exception_ptr& failure) noexcept {
+  const std::uint32_t count = box.count.load(std::memory_order_relaxed);
+  if (count == 0) return;
+  try {
+    if (count == 1) { // a batch of one is just the message
+      send_counted(dest, wire::tag_request, box.bytes.data() + sizeof(wire::header),
+                   box.bytes.size() - sizeof(wire::header));
+    } else {
+      seal(box.bytes, count);
+      send_counted(dest, wire::tag_request, box.bytes.data(), box.bytes.size());
+      _batches_sent.fetch_add(1, std::memory_order_relaxed);
+      _messages_batched.fetch_add(count, std::memory_order_relaxed);
+    }
+  } catch (...) {
+    failure = std::current_exception();
+    failed.insert(failed.end(), box.calls.begin(), box.calls.end());
+  }
+  box.bytes.clear();
+  box.calls.clear();
+  box.count.store(0, std::memory_order_release);
+  _outboxes_filled.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+void engine::fail_unsent(const std::vector<std::uint64_t>& ids, const std::exception_ptr& failure,
+                         int dest) noexcept {
+  const std::string& callee = _workers[static_cast<std::size_t>(dest)].name;
+  const std::string why = describe_exception(failure).message;
+  std::size_t one_way = 0;
+  for (std::uint64_t id : ids) {
+    if (id == 0) {
+      ++one_way;
+      continue;
+    }
+    if (std::optional<pending_call> call = _pending.take(id)) {
+      const progress_callback_scope scope; // may run on a poller
+      call->sink->on_error(failure);
+    }
+  }
+  if (one_way > 0) {
+    log(std::to_string(one_way) + " one-way call(s) to " + callee + " could not be sent: " + why);
+  }
+}
+
+void engine::flush_outbox(int dest) noexcept {
+  outbox& box = *_outboxes[static_cast<std::size_t>(dest)];
+  if (box.count.load(std::memory_order_acquire) == 0) return;
+  std::vector<std::uint64_t> failed;
+  std::exception_ptr failure;
+  {
+    std::lock_guard<std::mutex> lock(box.mutex);
+    flush_locked(dest, box, failed, failure);
+  }
+  if (failure) fail_unsent(failed, failure, dest);
+}
+
+void engine::flush_outboxes() noexcept {
+  if (_outboxes_filled.load(std::memory_order_seq_cst) == 0) return;
+  for (std::size_t d = 0; d < _outboxes.size(); ++d)
+    flush_outbox(static_cast<int>(d));
+}
+
+void engine::flush_aged_outboxes(clock::time_point now) noexcept {
+  if (_outboxes_filled.load(std::memory_order_relaxed) == 0) return;
+  for (std::size_t d = 0; d < _outboxes.size(); ++d) {
+    outbox& box = *_outboxes[d];
+    if (box.count.load(std::memory_order_acquire) == 0) continue;
+    std::vector<std::uint64_t> failed;
+    std::exception_ptr failure;
+    {
+      std::unique_lock<std::mutex> lock(box.mutex, std::try_to_lock);
+      if (!lock || now - box.since < batch_delay) continue; // a sender is busy with it
+      flush_locked(static_cast<int>(d), box, failed, failure);
+    }
+    if (failure) fail_unsent(failed, failure, static_cast<int>(d));
+  }
+}
+
+void engine::drop_outboxes() noexcept {
+  for (std::size_t d = 0; d < _outboxes.size(); ++d) {
+    outbox& box = *_outboxes[d];
+    std::lock_guard<std::mutex> lock(box.mutex);
+    const std::size_t one_way =
+        static_cast<std::size_t>(std::count(box.calls.begin(), box.calls.end(), 0u));
+    if (one_way > 0) {
+      log(std::to_string(one_way) + " one-way call(s) to " + _workers[d].name +
+          " were not sent: the runtime stopped first");
+    }
+    if (box.count.load(std::memory_order_relaxed) > 0) {
+      _outboxes_filled.fetch_sub(1, std::memory_order_seq_cst);
+    }
+    box.bytes.clear();
+    box.calls.clear(); // the calls among them are failed by stop() with every pending call
+    box.count.store(0, std::memory_order_release);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reply batches
+
+bool engine::append_to_reply_batch(int dest, const std::vector<char>& message) {
+  reply_batch* batch = current_reply_batch();
+  if (!batch || batch->owner != this || batch->dest != dest ||
+      message.size() + sizeof(wire::header) > wire::max_batch_bytes) {
+    return false;
+  }
+  if (batch->bytes.size() + message.size() > wire::max_batch_bytes) flush_reply_batch();
+  if (batch->count == 0) batch->bytes.resize(sizeof(wire::header));
+  batch->bytes.insert(batch->bytes.end(), message.begin(), message.end());
+  ++batch->count;
+  return true;
+}
+
+void engine::flush_reply_batch() noexcept {
+  reply_batch* batch = current_reply_batch();
+  if (!batch || batch->owner != this || batch->count == 0) return;
+  try {
+    if (batch->count == 1) {
+      send_counted(batch->dest, wire::tag_reply, batch->bytes.data() + sizeof(wire::header),
+                   batch->bytes.size() - sizeof(wire::header));
+    } else {
+      seal(batch->bytes, batch->count);
+      send_counted(batch->dest, wire::tag_reply, batch->bytes.data(), batch->bytes.size());
+      _batches_sent.fetch_add(1, std::memory_order_relaxed);
+      _messages_batched.fetch_add(batch->count, std::memory_order_relaxed);
+    }
+  } catch (const std::exception& e) {
+    // The callers' calls then time out (or fail at shutdown), as for a lost single reply.
+    log("could not send " + std::to_string(batch->count) + " replies to " +
+        _workers[static_cast<std::size_t>(batch->dest)].name + ": " + e.what());
+  }
+  batch->bytes.clear();
+  batch->count = 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiving in order
+
+engine::route engine::route_received(incoming& message) {
+  if (message.tag != wire::tag_request || message.bytes.size() < sizeof(wire::header)) {
+    return route::dispatch;
+  }
+  in_order& order = *_in_order[static_cast<std::size_t>(message.source)];
+  wire::header h;
+  std::memcpy(&h, message.bytes.data(), sizeof h);
+  const bool ordered = h.kind == static_cast<std::uint8_t>(wire::kind::batch) ||
+                       (h.kind == static_cast<std::uint8_t>(wire::kind::request) &&
+                        (h.flags & wire::request_one_way));
+  if (!ordered && !order.busy.load(std::memory_order_acquire)) return route::dispatch;
+  std::lock_guard<std::mutex> lock(order.mutex);
+  if (order.busy.load(std::memory_order_relaxed)) {
+    order.waiting.push_back(std::move(message));
+    _ordered_waiting.fetch_add(1, std::memory_order_seq_cst);
+    message = incoming();
+    return route::deferred;
+  }
+  if (!ordered) return route::dispatch;
+  order.busy.store(true, std::memory_order_relaxed);
+  return route::in_order;
+}
+
+void engine::run_in_order(incoming& message, bool popped) {
+  const int source = message.source;
+  in_order& order = *_in_order[static_cast<std::size_t>(source)];
+  in_order_cursor cursor;
+  cursor.owner = this;
+  cursor.source = source;
+  in_order_cursor*& slot = current_cursor();
+  in_order_cursor* const outer = slot;
+  slot = &cursor;
+  for (;;) {
+    cursor.whole = nullptr;
+    cursor.rest = cursor.end = nullptr;
+    dispatch(message);
+    // A message taken from `waiting` counts there until it has run (or has been handed on,
+    // where it counts again), so that quiesce never sees it nowhere.
+    if (popped) _ordered_waiting.fetch_sub(1, std::memory_order_seq_cst);
+    if (cursor.handed_off) break;
+    std::lock_guard<std::mutex> lock(order.mutex);
+    if (order.waiting.empty()) {
+      order.busy.store(false, std::memory_order_release);
+      break;
+    }
+    message = std::move(order.waiting.front());
+    order.waiting.pop_front();
+    popped = true;
+  }
+  slot = outer;
+}
+
+void engine::continue_in_order(int source) {
+  // Runs as a posted task, which holds a handler slot; the requests it runs take their own.
+  _running_handlers.fetch_sub(1, std::memory_order_seq_cst);
+  struct retake {
+    std::atomic<int>& n;
+    ~retake() { n.fetch_add(1, std::memory_order_seq_cst); } // run_queued gives it back
+  } slot_back{_running_handlers};
+  in_order& order = *_in_order[static_cast<std::size_t>(source)];
+  incoming message;
+  {
+    std::lock_guard<std::mutex> lock(order.mutex);
+    if (order.waiting.empty()) {
+      order.busy.store(false, std::memory_order_release);
+      return;
+    }
+    message = std::move(order.waiting.front());
+    order.waiting.pop_front();
+  }
+  run_in_order(message, true);
+}
+
+void engine::hand_off_in_order() noexcept {
+  flush_reply_batch(); // replies made so far must not wait behind a blocked handler
+  in_order_cursor* cursor = current_cursor();
+  if (!cursor || cursor->owner != this || cursor->handed_off) return;
+  cursor->handed_off = true;
+  in_order& order = *_in_order[static_cast<std::size_t>(cursor->source)];
+  bool more = false;
+  try {
+    std::lock_guard<std::mutex> lock(order.mutex);
+    if (cursor->whole) {
+      // A request that could not start (no handler slot was free): it goes first.
+      incoming rest = std::move(*cursor->whole);
+      rest.continuation = true;
+      order.waiting.push_front(std::move(rest));
+      _ordered_waiting.fetch_add(1, std::memory_order_seq_cst);
+    } else if (cursor->rest && cursor->rest < cursor->end) {
+      incoming rest;
+      rest.source = cursor->source;
+      rest.tag = wire::tag_request;
+      rest.continuation = true;
+      rest.bytes.resize(sizeof(wire::header));
+      rest.bytes.insert(rest.bytes.end(), cursor->rest, cursor->end);
+      seal(rest.bytes, 0); // the count is not known here; nothing relies on it
+      order.waiting.push_front(std::move(rest));
+      _ordered_waiting.fetch_add(1, std::memory_order_seq_cst);
+      cursor->rest = cursor->end;
+    }
+    more = !order.waiting.empty();
+    if (!more) order.busy.store(false, std::memory_order_release);
+  } catch (const std::exception& e) { // no memory for the copy
+    log(std::string("could not hand on the rest of a batch: ") + e.what());
+    std::lock_guard<std::mutex> lock(order.mutex);
+    more = !order.waiting.empty();
+    if (!more) order.busy.store(false, std::memory_order_release);
+  }
+  if (more) {
+    try {
+      post([this, source = cursor->source] { continue_in_order(source); });
+    } catch (const std::exception& e) {
+      log(std::string("could not hand on in-order requests: ") + e.what());
+    }
+  }
+}
+
+void engine::handle_batch(incoming& message, const wire::header& h) {
+  const bool requests = message.tag == wire::tag_request;
+  in_order_cursor* cursor = requests ? current_cursor() : nullptr;
+  if (cursor && cursor->owner != this) cursor = nullptr;
+  if (cursor) cursor->whole = nullptr;
+  // The replies to these requests leave together when the batch is done.
+  reply_batch replies;
+  replies.owner = this;
+  replies.dest = message.source;
+  reply_batch*& reply_slot = current_reply_batch();
+  reply_batch* const outer = reply_slot;
+  if (requests) reply_slot = &replies;
+  struct restore {
+    engine& e;
+    bool requests;
+    reply_batch*& slot;
+    reply_batch* outer;
+    ~restore() {
+      if (!requests) return;
+      e.flush_reply_batch();
+      slot = outer;
+    }
+  } done{*this, requests, reply_slot, outer};
+
+  const char* p = message.bytes.data() + sizeof(wire::header);
+  const char* const end = p + h.payload_size;
+  incoming one;
+  std::uint64_t index = 0;
+  while (p < end) {
+    wire::header sub;
+    std::size_t size = 0;
+    const std::string problem =
+        wire::validate_batched(p, static_cast<std::size_t>(end - p), message.tag, sub, size);
+    if (!problem.empty()) {
+      log("dropped the rest of a malformed batch from rank " + std::to_string(message.source) +
+          " (message " + std::to_string(index + 1) + "): " + problem);
+      _malformed.fetch_add(1, std::memory_order_seq_cst);
+      break;
+    }
+    const char* const next = p + size;
+    one.source = message.source;
+    one.tag = message.tag;
+    one.bytes.assign(p, next);
+    one.prefetched.clear();
+    ++index;
+    if (!requests) {
+      handle_reply(one, sub);
+      p = next;
+      continue;
+    }
+    bool slot_held = false;
+    if (cursor) {
+      // In order: a request that cannot start now hands itself and the rest on.
+      if (!try_take_slot()) {
+        cursor->rest = p;
+        cursor->end = end;
+        hand_off_in_order();
+        break;
+      }
+      slot_held = true;
+      cursor->rest = next;
+      cursor->end = end;
+    }
+    handle_request(one, sub, slot_held);
+    if (cursor && cursor->handed_off) break;
+    p = next;
+  }
+}
+
+void engine::one_way_failed(const std::string& what) noexcept {
+  log(what); // before the count: whoever sees the count finds the line written
+  _one_way_failed.fetch_add(1, std::memory_order_seq_cst);
+}
+
+} // namespace mpirpc::detail

@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: MIT
+// mpirpc/rpc.hpp's one-way call, rpc_ff, on several ranks: every call runs, in the order sent;
+// a later call sees them run; failures are logged and counted; shutdown waits for them. Also
+// the batching of bursts of calls (lib/batching.cpp) that carries them.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <mpirpc/mpirpc.hpp>
+
+#include "mpi_test_support.hpp"
+
+namespace {
+
+/// What each source's one-way calls recorded here, in the order they ran.
+std::mutex g_mutex;
+std::map<int, std::vector<long>> g_seen;
+
+void reset() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_seen.clear();
+}
+
+void record(int source, long seq) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_seen[source].push_back(seq);
+}
+
+/// How many one-way calls from `source` have run here, and whether they ran in order.
+std::pair<long, bool> seen_from(int source) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  const std::vector<long>& s = g_seen[source];
+  bool ordered = true;
+  for (std::size_t i = 0; i < s.size(); ++i)
+    ordered = ordered && s[i] == static_cast<long>(i);
+  return {static_cast<long>(s.size()), ordered};
+}
+
+std::atomic<long> g_sum{0};
+void add_up(std::vector<double> v) {
+  g_sum.fetch_add(static_cast<long>(std::accumulate(v.begin(), v.end(), 0.0)));
+}
+
+void ff_throws(int x) {
+  throw std::runtime_error("ff boom " + std::to_string(x));
+}
+
+std::atomic<int> g_slow_done{0};
+void slow(int) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  g_slow_done.fetch_add(1);
+}
+
+int add(int a, int b) {
+  return a + b;
+}
+
+/// A one-way call that blocks until a later one-way call from the same sender has run: it
+/// waits (through a call to its own rank) on a gate that only `open_gate` opens.
+std::mutex g_gate_mutex;
+mpirpc::future<int> g_gate;
+std::atomic<int> g_gate_passed{0};
+mpirpc::future<int> gate() {
+  std::lock_guard<std::mutex> lock(g_gate_mutex);
+  return g_gate;
+}
+void wait_at_gate() {
+  if (mpirpc::rpc_sync(mpirpc::get_worker_info().id, gate) == 7) g_gate_passed.fetch_add(1);
+}
+void open_gate() {
+  std::lock_guard<std::mutex> lock(g_gate_mutex);
+  g_gate.set_result(7);
+}
+
+/// Async execution through rpc_ff: the call is over when the nested call's future is.
+std::atomic<int> g_async_done{0};
+mpirpc::future<void> async_one_way(int source, int x) {
+  return mpirpc::rpc_async(source, add, x, 2).then([](mpirpc::future<int> f) {
+    if (f.value() > 0) g_async_done.fetch_add(1);
+  });
+}
+
+/// A handler that is itself part of a burst and blocks on a nested call.
+int nested_add(int to, int x) {
+  return mpirpc::rpc_sync(to, add, x, 10);
+}
+
+void not_registered(int) {}
+
+} // namespace
+
+MPIRPC_REGISTER(record);
+MPIRPC_REGISTER(seen_from);
+MPIRPC_REGISTER(add_up);
+MPIRPC_REGISTER(ff_throws);
+MPIRPC_REGISTER(slow);
+MPIRPC_REGISTER(add);
+MPIRPC_REGISTER(gate);
+MPIRPC_REGISTER(wait_at_gate);
+MPIRPC_REGISTER(open_gate);
+MPIRPC_REGISTER(async_one_way);
+MPIRPC_REGISTER(nested_add);
+
+using mpirpc_test::next_rank;
+using mpirpc_test::world_rank;
+
+TEST_CASE("rpc_ff runs every call once, in the order sent, before a later rpc_sync", "[rpc_ff]") {
+  reset();
+  mpirpc::runtime rt;
+  const int me = world_rank();
+  const int to = next_rank();
+  constexpr long n = 20000;
+  const auto before = mpirpc::stats();
+  for (long i = 0; i < n; ++i)
+    mpirpc::rpc_ff(to, record, me, i);
+  // No waiting, no retries: the sync call starts after every one-way call before it has run.
+  const auto [count, ordered] = mpirpc::rpc_sync(to, seen_from, me);
+  CHECK(count == n);
+  CHECK(ordered);
+  const auto after = mpirpc::stats();
+  CHECK(after.one_way_sent - before.one_way_sent == static_cast<std::uint64_t>(n));
+  // They travelled in batches, far fewer MPI messages than calls.
+  CHECK(after.batches_sent > before.batches_sent);
+  CHECK(after.messages_batched - before.messages_batched >= static_cast<std::uint64_t>(n) / 2);
+  mpirpc_test::barrier();
+  const auto mine = mpirpc::stats();
+  CHECK(mine.one_way_run >= static_cast<std::uint64_t>(n));
+  CHECK(mine.one_way_failed == 0);
+}
+
+TEST_CASE("rpc_async and rpc_sync calls start after the rpc_ff calls sent before them",
+          "[rpc_ff]") {
+  reset();
+  mpirpc::runtime rt;
+  const int me = world_rank();
+  const int to = next_rank();
+  std::vector<std::pair<long, mpirpc::future<std::pair<long, bool>>>> checks;
+  long sent = 0;
+  for (int round = 0; round < 200; ++round) {
+    for (int k = 0; k < 1 + round % 7; ++k)
+      mpirpc::rpc_ff(to, record, me, sent++);
+    checks.emplace_back(sent, mpirpc::rpc_async(to, seen_from, me));
+    if (round % 50 == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  for (auto& [expected_at_least, f] : checks) {
+    const auto [count, ordered] = f.wait();
+    CHECK(count >= expected_at_least);
+    CHECK(ordered);
+  }
+  CHECK(mpirpc::rpc_sync(to, seen_from, me).first == sent);
+}
+
+TEST_CASE("rpc_ff carries large arguments out of line", "[rpc_ff]") {
+  g_sum = 0;
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  std::vector<double> big(1 << 20, 1.0); // 8 MiB: its own MPI message
+  mpirpc::rpc_ff(to, add_up, std::vector<double>{1, 2, 3});
+  mpirpc::rpc_ff(to, add_up, big);
+  mpirpc::rpc_ff(to, add_up, std::vector<double>{4});
+  rt.shutdown(); // graceful: every rank's calls have run
+  CHECK(g_sum.load() == 6 + (1 << 20) + 4);
+}
+
+TEST_CASE("a throwing rpc_ff handler is logged and counted on the callee", "[rpc_ff]") {
+  const int me = world_rank();
+  const int from = (me + mpirpc_test::world_size() - 1) % mpirpc_test::world_size();
+  std::uint64_t failed = 0;
+  const std::string log = mpirpc_test::capture_stderr([&] {
+    mpirpc::runtime rt;
+    mpirpc::rpc_ff(next_rank(), ff_throws, me);
+    // Starts after the one-way call has run (and failed); once every rank is past it, the
+    // call to this rank has run too.
+    CHECK(mpirpc::rpc_sync(next_rank(), add, 1, 1) == 2);
+    mpirpc_test::barrier();
+    failed = mpirpc::stats().one_way_failed;
+  });
+  CHECK(failed == 1);
+  CHECK(log.find("a one-way call of 'ff_throws' from worker" + std::to_string(from) +
+                 " failed: std::runtime_error: ff boom " + std::to_string(from)) !=
+        std::string::npos);
+}
+
+TEST_CASE("rpc_ff checks what it can at the call site", "[rpc_ff]") {
+  {
+    mpirpc::runtime rt;
+    CHECK_THROWS_AS(mpirpc::rpc_ff("nobody", record, 0, 0L), mpirpc::unknown_worker_error);
+    CHECK_THROWS_AS(mpirpc::rpc_ff(mpirpc_test::world_size(), record, 0, 0L),
+                    mpirpc::unknown_worker_error);
+    CHECK_THROWS_AS(mpirpc::rpc_ff(0, not_registered, 1), mpirpc::unknown_function_error);
+    CHECK(mpirpc::stats().one_way_sent == 0);
+  }
+  CHECK_THROWS_AS(mpirpc::rpc_ff(0, record, 0, 0L), mpirpc::shutdown_error);
+}
+
+TEST_CASE("graceful shutdown waits for every rpc_ff call, async ones included", "[rpc_ff]") {
+  g_slow_done = 0;
+  g_async_done = 0;
+  const int me = world_rank();
+  {
+    mpirpc::runtime rt;
+    for (int i = 0; i < 50; ++i)
+      mpirpc::rpc_ff(next_rank(), slow, i);
+    for (int i = 0; i < 20; ++i)
+      mpirpc::rpc_ff(next_rank(), async_one_way, me, i);
+  } // the destructor shuts down gracefully
+  CHECK(g_slow_done.load() == 50);
+  CHECK(g_async_done.load() == 20);
+}
+
+TEST_CASE("an rpc_ff handler that blocks does not hold back the calls behind it", "[rpc_ff]") {
+  g_gate = mpirpc::future<int>();
+  g_gate_passed = 0;
+  reset();
+  const int me = world_rank();
+  {
+    mpirpc::runtime rt;
+    mpirpc::rpc_ff(next_rank(), wait_at_gate); // blocks until open_gate has run
+    for (long i = 0; i < 100; ++i)
+      mpirpc::rpc_ff(next_rank(), record, me, i);
+    mpirpc::rpc_ff(next_rank(), open_gate);
+    // Run in order around the blocked one.
+    const auto [count, ordered] = mpirpc::rpc_sync(next_rank(), seen_from, me);
+    CHECK(count == 100);
+    CHECK(ordered);
+  }
+  CHECK(g_gate_passed.load() == 1);
+}
+
+TEST_CASE("bursts of rpc_async are batched; spaced calls are not", "[rpc_ff][batching]") {
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  const auto before = mpirpc::stats();
+  std::vector<mpirpc::future<int>> futures;
+  for (int i = 0; i < 5000; ++i)
+    futures.push_back(mpirpc::rpc_async(to, add, i, 1));
+  for (int i = 0; i < 5000; ++i)
+    REQUIRE(futures[static_cast<std::size_t>(i)].wait() == i + 1);
+  const auto burst = mpirpc::stats();
+  CHECK(burst.batches_sent > before.batches_sent);
+  CHECK(burst.messages_batched > before.messages_batched);
+  mpirpc_test::barrier(); // every rank's burst and its reply batches are over
+  const auto quiet = mpirpc::stats();
+  for (int i = 0; i < 50; ++i)
+    CHECK(mpirpc::rpc_sync(to, add, i, 2) == i + 2);
+  // A call with nothing else in flight is sent on its own at once; its reply too (the callee's
+  // own count is checked by its caller's view of batches: none arrive here).
+  CHECK(mpirpc::stats().messages_batched == quiet.messages_batched);
+}
+
+TEST_CASE("a burst of calls whose handlers block on nested calls completes", "[rpc_ff][batching]") {
+  // Fewer blocking handlers than server threads (16): each blocked one hands the rest of its
+  // batch on, and the nested calls, batched too, find a free thread.
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  const int back = world_rank();
+  for (int round = 0; round < 20; ++round) {
+    std::vector<mpirpc::future<int>> futures;
+    for (int i = 0; i < 10; ++i)
+      futures.push_back(mpirpc::rpc_async(to, nested_add, back, i));
+    for (int i = 0; i < 10; ++i)
+      CHECK(futures[static_cast<std::size_t>(i)].wait() == i + 10);
+  }
+}
