@@ -347,6 +347,26 @@ void decode_message(int tag, const std::vector<char>& control, const std::uint8_
   wire::header h;
   const std::string problem = wire::validate(control.data(), control.size(), tag, h);
   if (!problem.empty()) return; // counted, logged, perhaps answered with code 5
+  if (h.kind == static_cast<std::uint8_t>(wire::kind::batch)) {
+    // engine::handle_batch: each message checked with validate_batched, then decoded as one
+    // arriving alone (no segments); the first bad one ends the batch.
+    const char* p = control.data() + sizeof(wire::header);
+    const char* const end = p + h.payload_size;
+    while (p < end) {
+      wire::header sub;
+      std::size_t size = 0;
+      if (!wire::validate_batched(p, static_cast<std::size_t>(end - p), tag, sub, size).empty()) {
+        return;
+      }
+      try {
+        decode_message(tag, std::vector<char>(p, p + size), nullptr, 0);
+      } catch (const mpirpc::error&) {
+        // refused, as the engine answers it; the batch goes on
+      }
+      p += size;
+    }
+    return;
+  }
   // The payload in a block of its own, so that reading past its end is an over-read.
   const std::size_t offset = sizeof(wire::header);
   const std::vector<char> payload(control.begin() + static_cast<std::ptrdiff_t>(offset),

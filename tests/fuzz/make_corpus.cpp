@@ -102,6 +102,34 @@ template <class T> void reply(const std::string& name, std::uint64_t call_id, co
                 segments);
 }
 
+/// A batch (engine::send_or_batch): `header | payload` of each message back to back.
+void batch(const std::string& name, int tag, wire::kind kind, std::uint16_t flags,
+           std::uint64_t function_id, const std::vector<std::vector<char>>& payloads) {
+  std::vector<char> all;
+  std::uint64_t call = 1;
+  for (const std::vector<char>& p : payloads) {
+    wire::header h{};
+    h.magic = wire::magic;
+    h.version = wire::version;
+    h.kind = static_cast<std::uint8_t>(kind);
+    h.flags = flags;
+    h.call_id = (flags & wire::request_one_way) ? 0 : call++;
+    h.function_id = function_id;
+    h.payload_size = p.size();
+    const char* b = reinterpret_cast<const char*>(&h);
+    all.insert(all.end(), b, b + sizeof h);
+    all.insert(all.end(), p.begin(), p.end());
+  }
+  write_message(name, tag, wire::kind::batch, 0, payloads.size(), 0, all, {});
+}
+
+std::vector<char> string_payload(const std::string& text) {
+  std::vector<char> payload;
+  writer w(payload);
+  mpirpc::detail::save(w, text);
+  return payload;
+}
+
 void void_reply() {
   write_message("reply-void", wire::tag_reply, wire::kind::reply_value, 0, fuzz::void_call_id, 99,
                 {}, {});
@@ -225,6 +253,12 @@ int main(int argc, char** argv) {
   reply("map", 4, fuzz::map_si{{"k", 1}});
   reply("boost", 5, sample_record());
   void_reply();
+  batch("batch-requests", wire::tag_request, wire::kind::request, 0,
+        mpirpc::detail::function_id_of("fuzz::string"),
+        {string_payload("one"), string_payload(""), string_payload("three")});
+  batch("batch-one-way", wire::tag_request, wire::kind::request, wire::request_one_way,
+        mpirpc::detail::function_id_of("fuzz::string"),
+        {string_payload("ff"), string_payload("ff2")});
   reply("optional", 7, std::optional<std::string>("maybe"));
   reply("vector-string", 8, std::vector<std::string>{"r1", "r2"});
   reply("rref", 9, sample_rref(one_of_rank2, 2, 7));
