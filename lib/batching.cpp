@@ -80,44 +80,52 @@ void engine::send_or_batch(int dest, std::vector<char>& buffer, std::uint64_t ca
   std::vector<std::uint64_t> failed;
   std::exception_ptr failure;
   bool started = false;
+  bool sent_alone = false;
   {
     std::lock_guard<std::mutex> lock(box.mutex);
     const std::uint32_t count = box.count.load(std::memory_order_relaxed);
     if ((!may_batch && count == 0) || size + sizeof(wire::header) > wire::max_batch_bytes) {
       // Not batched: what is batched already leaves first, then this message (still under the
-      // mutex, so that no later message to dest overtakes it).
+      // mutex, so that no later message to dest overtakes it). If the batch failed, this
+      // message is not sent either (it could not follow the batch in order): send_request
+      // takes its call back when the failure is rethrown below.
       flush_locked(dest, box, failed, failure);
-      if (failure) {
-        // The batch failed, and this message could not follow it in order. It has not been
-        // sent: send_request takes its call back.
-        fail_unsent(failed, failure, dest);
-        std::rethrow_exception(failure);
+      if (!failure) send_counted(dest, wire::tag_request, buffer.data(), size);
+      sent_alone = true;
+    } else {
+      if (box.bytes.size() + size > wire::max_batch_bytes) flush_locked(dest, box, failed, failure);
+      if (box.count.load(std::memory_order_relaxed) == 0) {
+        box.bytes.resize(sizeof(wire::header));
+        box.since = clock::now();
+        _outboxes_filled.fetch_add(1, std::memory_order_seq_cst);
+        started = true;
       }
-      send_counted(dest, wire::tag_request, buffer.data(), size);
-      return;
-    }
-    if (box.bytes.size() + size > wire::max_batch_bytes) {
-      flush_locked(dest, box, failed, failure);
-    }
-    if (box.count.load(std::memory_order_relaxed) == 0) {
-      box.bytes.resize(sizeof(wire::header));
-      box.since = clock::now();
-      _outboxes_filled.fetch_add(1, std::memory_order_seq_cst);
-      started = true;
-    }
-    box.bytes.insert(box.bytes.end(), buffer.begin(), buffer.end());
-    box.calls.push_back(call_id);
-    box.count.fetch_add(1, std::memory_order_release);
-    if (box.bytes.size() + batch_headroom > wire::max_batch_bytes) {
-      flush_locked(dest, box, failed, failure);
-      started = false;
+      box.bytes.insert(box.bytes.end(), buffer.begin(), buffer.end());
+      box.calls.push_back(call_id);
+      box.count.fetch_add(1, std::memory_order_release);
+      if (box.bytes.size() + batch_headroom > wire::max_batch_bytes) {
+        flush_locked(dest, box, failed, failure);
+        started = false;
+      }
     }
   }
-  if (failure) fail_unsent(failed, failure, dest);
+  if (failure) {
+    fail_unsent(failed, failure, dest); // outside the mutex: their continuations may call dest
+    if (sent_alone) std::rethrow_exception(failure);
+  }
   // A new batch: sent when this or another thread waits, when it is full, or by the leader,
-  // which looks at least every batch_poll_interval while a batch is out. Only a deeply idle
-  // leader needs waking; waking it for every batch would cost more than the batch saves.
-  if (started) wake_idle_leader();
+  // which looks at least every batch_poll_interval while a batch is out. The leader is woken
+  // only if it sleeps longer than that (waking it for every batch would cost more than the
+  // batch saves).
+  if (started) {
+    const std::int64_t soon = (clock::now() + batch_poll_interval).time_since_epoch().count();
+    if (_leader_idle.load(std::memory_order_seq_cst) ||
+        _leader_wakes_at_ns.load(std::memory_order_relaxed) > soon) {
+      std::lock_guard<std::mutex> lock(_leader_sleep_mutex); // no lost wake-up
+      _leader_idle.store(false, std::memory_order_seq_cst);
+      _leader_cv.notify_one();
+    }
+  }
 }
 
 void engine::flush_locked(int dest, outbox& box, std::vector<std::uint64_t>& failed,
@@ -271,6 +279,12 @@ engine::route engine::route_received(incoming& message) {
   if (!ordered && !order.busy.load(std::memory_order_acquire)) return route::dispatch;
   std::lock_guard<std::mutex> lock(order.mutex);
   if (order.busy.load(std::memory_order_relaxed)) {
+    // Its sender must not wait for it (it might be what the run waits for): its out-of-line
+    // buffers are received now, as for a request queued for a handler slot.
+    if (h.segment_count > 0 && !prefetch_deferred(message)) {
+      message = incoming();
+      return route::deferred; // answered already
+    }
     order.waiting.push_back(std::move(message));
     _ordered_waiting.fetch_add(1, std::memory_order_seq_cst);
     message = incoming();

@@ -20,6 +20,9 @@ namespace mpirpc::detail {
 /// made after a message arrived), goes at once.
 inline constexpr int batch_from_outstanding = 4;
 inline constexpr std::chrono::nanoseconds batch_burst{10000};
+/// Longest leader sleep while a batch is being built that nobody waits for (a thread that
+/// waits sends its batches first; a spinning leader sends one once it is 20 us old).
+inline constexpr std::chrono::microseconds batch_poll_interval{200};
 
 /// Requests to one destination collected into one MPI message (a wire::kind::batch). Guarded
 /// by `mutex`, which is held while the batch is sent, so that messages leave in the order they
@@ -29,8 +32,7 @@ struct engine::outbox {
   std::vector<char> bytes;          ///< batch header, then each message
   std::vector<std::uint64_t> calls; ///< call id of each request in it; 0 for a one-way call
   std::atomic<std::uint32_t> count{0};
-  std::chrono::steady_clock::time_point since;  ///< when its first message was added
-  std::atomic<std::int64_t> last_request_ns{0}; ///< when a request to it was last sent or batched
+  std::chrono::steady_clock::time_point since; ///< when its first message was added
 };
 
 /// The requests from one source that run in arrival order: batches and one-way calls (and any

@@ -26,9 +26,6 @@ using clock = std::chrono::steady_clock;
 
 /// Longest leader sleep while calls of this rank await replies.
 constexpr auto busy_poll_interval = std::chrono::microseconds(200);
-/// Longest leader sleep while a batch is being built that nobody waits for (a thread that
-/// waits sends its batches first; a spinning leader sends one once it is 20 us old).
-constexpr auto batch_poll_interval = std::chrono::microseconds(200);
 /// Longest sleep of a thread waiting for a reply between its polls.
 constexpr auto waiter_max_sleep = std::chrono::microseconds(1000);
 /// A rank that sent a request within this window does not count as deeply idle.
@@ -587,6 +584,7 @@ void engine::send_one_way(int dest, const function_entry& fn, request_buffers& r
   if (!admitted) {
     throw shutdown_error("mpirpc: the RPC runtime has shut down; no further calls can be made");
   }
+  _last_call_ns.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   send_message(dest, wire::tag_request, request.payload, wire::kind::request, 0, fn.id,
                request.segments, wire::request_one_way);
   _one_way_sent.fetch_add(1, std::memory_order_relaxed);
@@ -864,6 +862,10 @@ void engine::handle_request(incoming& message, const wire::header& h, bool slot_
     // In an in-order run, the request and what follows it go to a server thread together.
     in_order_cursor* cursor = current_cursor();
     if (cursor && cursor->owner == this && !cursor->handed_off && !cursor->rest) {
+      // Its sender is released first, as for a queued request (dispatch counts it).
+      if (h.segment_count > 0 && message.prefetched.empty() && !prefetch_deferred(message, false)) {
+        return;
+      }
       cursor->whole = &message;
       hand_off_in_order();
       return;
@@ -906,6 +908,34 @@ void engine::handle_request(incoming& message, const wire::header& h, bool slot_
   run_request(message, h, *fn);
   _running_handlers.fetch_sub(1, std::memory_order_seq_cst);
   run_queued();
+}
+
+bool engine::prefetch_deferred(incoming& message, bool count_received) noexcept {
+  wire::header h{};
+  if (!wire::validate(message.bytes.data(), message.bytes.size(), message.tag, h,
+                      _transport->tag_ub())
+           .empty()) {
+    return true; // refused (and drained) when it is dispatched
+  }
+  segment_stream segments(*_transport, message, h, this);
+  try {
+    segments.prefetch(message.prefetched);
+    return true;
+  } catch (const std::exception& e) { // the buffers do not match the table, or no memory
+    segments.drain();
+    message.prefetched.clear();
+    const std::string what = "the arguments of '" + function_name(h.function_id) +
+                             "' could not be received on " + self().name + ": " + e.what();
+    if (h.flags & wire::request_one_way) {
+      one_way_failed("a one-way call from " +
+                     _workers[static_cast<std::size_t>(message.source)].name + " failed: " + what);
+    } else {
+      send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::serialization,
+                       "mpirpc::serialization_error", what, self().name);
+    }
+    if (count_received) _received.fetch_add(1, std::memory_order_seq_cst);
+    return false;
+  }
 }
 
 void engine::run_request(const incoming& message, const wire::header& h, const function_entry& fn) {
@@ -1189,6 +1219,7 @@ void engine::lead() {
       _leader_idle.store(false, std::memory_order_seq_cst);
       continue;
     }
+    _leader_wakes_at_ns.store((now + sleep).time_since_epoch().count(), std::memory_order_relaxed);
     if (idle) {
       _leader_cv.wait_for(lock, sleep, [&] {
         return !_leader_idle.load() || _stop_threads.load(std::memory_order_acquire);
@@ -1373,6 +1404,7 @@ void engine::refuse_in_order() noexcept {
       }
       auto refuse = [&](const wire::header& r) {
         if (r.flags & wire::request_one_way) {
+          _one_way_run.fetch_add(1, std::memory_order_relaxed); // counted like any it refuses
           one_way_failed("a one-way call of '" + function_name(r.function_id) + "' from " +
                          _workers[s].name + " was not run: " + self().name + " shut down first");
           return;

@@ -114,6 +114,11 @@ private:
   route route_received(incoming& message);
   /// Runs `message` and then what waits behind it; `popped`: it was taken from `waiting`.
   void run_in_order(incoming& message, bool popped = false);
+  /// Receives the out-of-line buffers of a request that waits behind an in-order run, so that
+  /// its sender is released (leader, under _poll_mutex; rare: a large-argument request).
+  /// False if they could not be received: the request has then been answered (or, one-way,
+  /// logged and counted), and counted as received if `count_received`.
+  bool prefetch_deferred(incoming& message, bool count_received = true) noexcept;
   void continue_in_order(int source);
   /// Gives the rest of the in-order work this thread runs to a server thread, because the
   /// handler it runs is about to block (or no handler slot is free).
@@ -217,7 +222,8 @@ private:
   std::mutex _poll_mutex; ///< held by the thread that polls MPI for any message
   std::atomic<std::uint64_t> _dispatch_seq{0};
   std::atomic<bool> _leader_idle{false};
-  std::atomic<std::int64_t> _last_call_ns{0}; ///< when this rank last sent a request
+  std::atomic<std::int64_t> _last_call_ns{0};       ///< when this rank last sent a request
+  std::atomic<std::int64_t> _leader_wakes_at_ns{0}; ///< when the sleeping leader looks again
   std::mutex _leader_sleep_mutex;
   std::condition_variable _leader_cv;
   std::mutex _follow_mutex;

@@ -81,18 +81,18 @@ constexpr std::size_t max_chunk = std::size_t(1) << 30;
 std::string validate(const char* data, std::size_t size, int tag, header& out,
                      std::uint32_t max_data_tag = 0x7fffffff);
 
-/// Whether the segment table of a control message that failed validate() can still be read,
-/// so that its out-of-line buffers can be received and discarded: `size` covers the header,
-/// magic and version are right, 1 .. max_segments segments, a data tag in 1 .. max_data_tag,
-/// and the message is long enough to end with the table. The table is then the last
-/// 8 * segment_count bytes of the message, where the sender puts it, whatever payload_size
-/// says.
 /// Checks one message inside a batch that arrived with `tag` (the batch's `size` bytes from
 /// `data` on): the rules of validate() for that tag, plus no segments and no nested batch.
 /// On success `message_size` is its length (header and payload).
 std::string validate_batched(const char* data, std::size_t size, int tag, header& out,
                              std::size_t& message_size);
 
+/// Whether the segment table of a control message that failed validate() can still be read,
+/// so that its out-of-line buffers can be received and discarded: `size` covers the header,
+/// magic and version are right, 1 .. max_segments segments, a data tag in 1 .. max_data_tag,
+/// and the message is long enough to end with the table. The table is then the last
+/// 8 * segment_count bytes of the message, where the sender puts it, whatever payload_size
+/// says.
 bool segment_table_readable(std::size_t size, const header& h, std::uint32_t max_data_tag);
 
 } // namespace mpirpc::detail::wire

@@ -304,21 +304,27 @@ template <class Fn, class... Args> auto rpc_async(const destination& to, Fn fn, 
 }
 
 /// Calls fn(args...) on `to` without waiting and without a reply (fire-and-forget, as UPC++'s
-/// rpc_ff; torch has no such call). Returns once the request is handed to MPI or to a batch
-/// of this rank's messages to `to` (lib/batching.cpp), which leaves within about 20 us, or
-/// sooner when this rank waits for anything.
+/// rpc_ff; torch has no such call). Returns once the request is handed to MPI or added to a
+/// batch of this rank's messages to `to` (lib/batching.cpp). A batch leaves when it is full
+/// (about 4 KB), when any thread of this rank waits for a future, before a message to `to`
+/// that is not batched, or else from the polling thread, which looks at least every 200 us
+/// while a batch is being built (sooner while it spins; later only while it runs a handler).
 ///
 /// Order: the one-way calls from one sender to one destination run one after another, in the
 /// order they were sent, and a call of any kind made after them starts after they have run;
-/// a one-way handler that blocks (waits for a future) lets the ones behind it go on.
-/// Failures: what can be checked here throws here, as for rpc_async (unknown worker or
-/// function, shutdown_error, serialization_error). A function that throws on the callee,
-/// arguments it cannot decode, or a callee that stopped without running the call: each is
-/// logged on the callee's stderr and counted in its stats().one_way_failed; nothing comes
-/// back. A graceful shutdown waits until every one-way call sent has run (including the
-/// asynchronous part of a function that returns a future). A non-graceful one drops those not
-/// yet sent or run, logging how many. There is no flow control for one-way calls.
-/// There is no timeout argument: nothing waits that could time out.
+/// a one-way handler that blocks waiting for a future lets the ones behind it go on (other
+/// blocking holds them back, and with them every request from that sender).
+/// Failures: what can be checked here throws here, as for rpc_async (unknown_worker_error,
+/// unknown_function_error, shutdown_error, serialization_error; mpi_error when the request is
+/// sent at once). On the callee, a function that throws, arguments it cannot decode, a
+/// function it has not registered, or a stop before the call ran: each is logged on the
+/// callee's stderr and counted in its stats().one_way_failed; nothing comes back. A batch that
+/// MPI fails to send later is logged on the sender.
+/// Shutdown: a graceful shutdown waits until every one-way call sent has run, including the
+/// asynchronous part of a function that returns a future (a future that never completes holds
+/// it up: use shutdown(true, timeout)). A non-graceful one drops what was not yet sent (the
+/// sender logs how many) or run (the callee logs each); calls still in transit are lost.
+/// There is no flow control for one-way calls and no timeout argument (nothing waits).
 template <class Fn, class... Args> void rpc_ff(const destination& to, Fn fn, Args&&... args) {
   static_assert(detail::function_traits<Fn>::is_function,
                 "mpirpc: the function argument must be a registered free function or static "
