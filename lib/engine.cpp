@@ -270,10 +270,14 @@ private:
     if (_held) return;
     const std::uint64_t size = size_of(_next);
     if (_gave_up) fail_missing(size);
+    // One pacer for the whole buffer, from matching its first chunk to receiving its last, so
+    // that the sizing of the destination in between counts as part of the transfer too.
+    if (!_pacer) _pacer.emplace(_t, 0);
     MPI_Message m;
     std::size_t got = 0;
-    if (!_t.match_data(_source, _tag, m, got)) fail_missing(size);
+    if (!_t.match_data(_source, _tag, m, got, *_pacer)) fail_missing(size);
     if (got != chunk_of(size)) fail_size(m, got, chunk_of(size));
+    _pacer->add_bytes(got); // the copy's share of the spin budget
     _held_message = m;
     _held_bytes = got;
     _held = true;
@@ -284,15 +288,16 @@ private:
     const std::uint64_t size = size_of(_next);
     _held = false;
     _started = true;
-    _t.receive_matched(_held_message, dst, _held_bytes);
+    _t.receive_matched(_held_message, dst, _held_bytes, *_pacer);
     _taken = _held_bytes;
     while (_taken < size) {
       const std::size_t expected = chunk_of(size - _taken);
       MPI_Message m;
       std::size_t got = 0;
-      if (!_t.match_data(_source, _tag, m, got)) fail_missing(size);
+      if (!_t.match_data(_source, _tag, m, got, *_pacer)) fail_missing(size);
       if (got != expected) fail_size(m, got, expected);
-      _t.receive_matched(m, dst + _taken, got);
+      _pacer->add_bytes(got);
+      _t.receive_matched(m, dst + _taken, got, *_pacer);
       _taken += got;
     }
     next_buffer_state();
@@ -304,6 +309,7 @@ private:
   void next_buffer_state() const {
     _taken = 0;
     _started = false;
+    _pacer.reset();
   }
 
   transport& _t;
@@ -323,6 +329,9 @@ private:
   mutable bool _gave_up = false;    ///< a chunk did not come in time: receive nothing more
   mutable bool _logged = false;     ///< the give-up has been logged
   mutable bool _counted = false;    ///< counted in malformed_messages
+
+  /// Paces (and counts) the receipt of buffer _next, from matching its first chunk on.
+  mutable std::optional<transfer_pacer> _pacer;
 };
 
 engine::engine(const options& opts, std::unique_ptr<transport> t, std::vector<worker_info> workers,
@@ -1142,7 +1151,9 @@ bool engine::follow() {
     const std::uint64_t now_seq = _dispatch_seq.load(std::memory_order_relaxed);
     const bool leader_stuck = now_seq == seen;
     seen = now_seq;
-    if (leader_stuck && _poll_mutex.try_lock()) {
+    // A leader that is moving a buffer within its spin budget is not stuck (a 16 MiB echo
+    // keeps it 10 ms); a promotion then would only add a poller on the core it copies on.
+    if (leader_stuck && _transport->spinning_transfers() == 0 && _poll_mutex.try_lock()) {
       _has_standby = false;
       _follow_cv.notify_one(); // another follower becomes the standby
       return true;
@@ -1165,8 +1176,12 @@ void engine::lead() {
       // While a thread waits, it polls for replies itself; the leader then looks only for
       // requests, so that the two do not race for the same replies (and the leader, seeing
       // no traffic of its own, sleeps instead of stealing the core a waiter spins on).
+      // Likewise while a thread of this rank spins in a transfer (for a bounded time): when it
+      // is a caller sending its request, it is about to wait for the reply.
       const int tag =
-          _waiters.load(std::memory_order_relaxed) > 0 ? wire::tag_request : MPI_ANY_TAG;
+          _waiters.load(std::memory_order_relaxed) > 0 || _transport->spinning_transfers() > 0
+              ? wire::tag_request
+              : MPI_ANY_TAG;
       got = _transport->try_receive(tag, message);
     } catch (const std::exception& e) {
       log(std::string("polling failed: ") + e.what());
@@ -1192,7 +1207,8 @@ void engine::lead() {
     check_timeouts(now);
     flush_aged_outboxes(now);
     const auto idle_for = now - last_activity;
-    if (idle_for < _spin_window && _spinning_waiters.load(std::memory_order_relaxed) == 0) {
+    if (idle_for < _spin_window && _spinning_waiters.load(std::memory_order_relaxed) == 0 &&
+        _transport->spinning_transfers() == 0) {
       cpu_relax(); // one pause: on recent x86 it alone takes ~100 cycles
       continue;
     }

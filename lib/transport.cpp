@@ -38,6 +38,17 @@ void back_off(clock::duration waited, std::chrono::microseconds spin_for) {
   std::this_thread::sleep_for(
       std::clamp(quarter, std::chrono::microseconds(2), std::chrono::microseconds(1000)));
 }
+
+/// The sleep of a transfer's wait that has lasted `waited`, past its spin budget `spin_for`: a
+/// quarter of the time waited beyond the budget, from 2 us up to 1 ms. Measured from the end of
+/// the budget, not from the start: a transfer that outlasts its budget by a little is probably
+/// about to complete, and a quarter of the whole wait (50 us after a 200 us spin, 1 ms after
+/// 4 ms) overshot its completion by that much.
+std::chrono::microseconds transfer_sleep(clock::duration waited,
+                                         std::chrono::microseconds spin_for) {
+  const auto beyond = std::chrono::duration_cast<std::chrono::microseconds>(waited - spin_for);
+  return std::clamp(beyond / 4, std::chrono::microseconds(2), std::chrono::microseconds(1000));
+}
 } // namespace
 
 void wait_with_backoff(int count, MPI_Request* requests, std::chrono::microseconds spin_for) {
@@ -47,6 +58,46 @@ void wait_with_backoff(int count, MPI_Request* requests, std::chrono::microsecon
     check_mpi(MPI_Testall(count, requests, &done, MPI_STATUSES_IGNORE), "MPI_Testall");
     if (done) return;
     back_off(clock::now() - start, spin_for);
+  }
+}
+
+transfer_pacer::transfer_pacer(transport& t, std::size_t bytes)
+    : _spinning(t._spinning), _base(t._spin_for), _spin_for(transfer_spin(_base, bytes)),
+      _start(clock::now()) {
+  // Counted from the start: MPI may copy the data inside the call that posts it.
+  if (_spin_for.count() > 0) count();
+}
+
+transfer_pacer::~transfer_pacer() {
+  uncount();
+}
+
+void transfer_pacer::add_bytes(std::size_t bytes) {
+  if (_base.count() <= 0) return;
+  _spin_for += transfer_spin(_base, bytes) - _base;
+  if (waited() < _spin_for) count();
+}
+
+void transfer_pacer::pause(clock::duration waited) {
+  if (waited < _spin_for) {
+    cpu_relax();
+    return;
+  }
+  uncount();
+  std::this_thread::sleep_for(transfer_sleep(waited, _spin_for));
+}
+
+void transfer_pacer::count() noexcept {
+  if (!_counted) {
+    _counted = true;
+    _spinning.fetch_add(1, std::memory_order_seq_cst);
+  }
+}
+
+void transfer_pacer::uncount() noexcept {
+  if (_counted) {
+    _counted = false;
+    _spinning.fetch_sub(1, std::memory_order_seq_cst);
   }
 }
 
@@ -114,14 +165,13 @@ namespace {
 /// point-to-point layer does not cancel sends. So a send whose receiver never takes it (a
 /// worker that stopped with shutdown(false), or that hangs) waits for good; `on_slow` is called
 /// once when it has waited `slow_after`, so that such a wait is reported instead of silent.
-int complete_all(std::vector<MPI_Request>& requests, bool& first_failed,
-                 std::chrono::microseconds spin_for, const std::function<void()>& on_slow) {
+int complete_all(std::vector<MPI_Request>& requests, bool& first_failed, transfer_pacer& pacer,
+                 const std::function<void()>& on_slow) {
   const int count = static_cast<int>(requests.size());
   MPI_Status few[8];
   std::vector<MPI_Status> many(requests.size() > 8 ? requests.size() : 0);
   MPI_Status* statuses = many.empty() ? few : many.data();
   int first_error = MPI_SUCCESS;
-  const auto start = clock::now();
   bool reported_slow = false;
   for (;;) {
     int done = 0;
@@ -145,12 +195,12 @@ int complete_all(std::vector<MPI_Request>& requests, bool& first_failed,
     } else if (done) {
       return first_error;
     }
-    const auto waited = clock::now() - start;
+    const auto waited = pacer.waited();
     if (!reported_slow && waited >= slow_send) {
       reported_slow = true;
       on_slow();
     }
-    back_off(waited, spin_for);
+    pacer.pause(waited);
   }
 }
 } // namespace
@@ -164,6 +214,12 @@ void transport::post_and_wait(int dest, int tag, const char* data, std::size_t s
     if (control_sent) *control_sent = true;
     return;
   }
+  std::size_t total = size;
+  for (const segment& s : parts)
+    total += s.bytes;
+  // Spins while the receiver should still be copying: its copy takes time in proportion to the
+  // bytes, and this thread can do nothing else until it completes.
+  transfer_pacer pacer(*this, total);
   std::vector<MPI_Request> requests;
   requests.reserve(1 + parts.size());
   requests.push_back(MPI_REQUEST_NULL);
@@ -192,16 +248,13 @@ void transport::post_and_wait(int dest, int tag, const char* data, std::size_t s
     failure = std::current_exception();
   }
   bool control_failed = false;
-  const int rc = complete_all(requests, control_failed, _spin_for, [&] {
-    std::size_t bytes = size;
-    for (const segment& s : parts)
-      bytes += s.bytes;
+  const int rc = complete_all(requests, control_failed, pacer, [&] {
     std::fprintf(stderr,
                  "mpirpc[rank %d]: a message of %zu bytes to rank %d has waited %d s for the "
                  "receiver to take it, and waits on: MPI reads its buffers until then and cannot "
                  "cancel it. Is rank %d still serving? (A worker that stopped with "
                  "shutdown(false) receives nothing more.)\n",
-                 _rank, bytes, dest, static_cast<int>(slow_send.count()), dest);
+                 _rank, total, dest, static_cast<int>(slow_send.count()), dest);
   });
   if (control_failed && control_sent) *control_sent = false;
   if (failure) std::rethrow_exception(failure);
@@ -230,8 +283,14 @@ void transport::send_raw(int dest, int tag, const char* data, std::size_t size,
 
 bool transport::match_data(int source, std::uint32_t data_tag, MPI_Message& message,
                            std::size_t& bytes) {
-  const auto start = clock::now();
+  transfer_pacer pacer(*this, 0);
+  return match_data(source, data_tag, message, bytes, pacer);
+}
+
+bool transport::match_data(int source, std::uint32_t data_tag, MPI_Message& message,
+                           std::size_t& bytes, transfer_pacer& pacer) {
   const auto limit = patience();
+  const auto start = clock::now();
   for (;;) {
     int flag = 0;
     MPI_Status status;
@@ -243,16 +302,26 @@ bool transport::match_data(int source, std::uint32_t data_tag, MPI_Message& mess
       bytes = static_cast<std::size_t>(std::max(count, 0));
       return true;
     }
-    const auto waited = clock::now() - start;
-    if (waited >= limit) return false;
-    back_off(waited, _spin_for);
+    if (clock::now() - start >= limit) return false;
+    pacer.pause(pacer.waited());
   }
 }
 
 void transport::receive_matched(MPI_Message& message, void* dst, std::size_t bytes) {
+  transfer_pacer pacer(*this, bytes);
+  receive_matched(message, dst, bytes, pacer);
+}
+
+void transport::receive_matched(MPI_Message& message, void* dst, std::size_t bytes,
+                                transfer_pacer& pacer) {
   MPI_Request request;
   check_mpi(MPI_Imrecv(dst, static_cast<int>(bytes), MPI_BYTE, &message, &request), "MPI_Imrecv");
-  wait_with_backoff(1, &request, _spin_for);
+  for (;;) {
+    int done = 0;
+    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (done) return;
+    pacer.pause(pacer.waited());
+  }
 }
 
 void transport::discard_matched(MPI_Message& message, std::size_t bytes,

@@ -36,6 +36,41 @@ struct trim_on_exit {
   ~trim_on_exit() { trim_buffer(buffer); }
 };
 
+class transport;
+
+/// Paces one thread's wait for a transfer of out-of-line data (a send, or the matching and
+/// receiving of a buffer) and counts it in transport::spinning_transfers() from its start until
+/// it ends or pauses past its spin budget: spin_window plus the time its bytes take at
+/// spin_bytes_per_us (backoff.hpp), zero where spinning is not allowed. Within the budget
+/// pause() spins; past it, it sleeps a quarter of the time waited beyond the budget, from 2 us
+/// up to 1 ms. One thread's, not thread-safe.
+class transfer_pacer {
+public:
+  /// Starts the clock and the budget for `bytes`.
+  transfer_pacer(transport& t, std::size_t bytes);
+  ~transfer_pacer();
+  transfer_pacer(const transfer_pacer&) = delete;
+  transfer_pacer& operator=(const transfer_pacer&) = delete;
+
+  /// Grows the budget by the time `bytes` more take (a receiver learns the size when it has
+  /// matched the data); counts the transfer again if it is back within its budget.
+  void add_bytes(std::size_t bytes);
+  std::chrono::steady_clock::duration waited() const {
+    return std::chrono::steady_clock::now() - _start;
+  }
+  /// One pause of the wait, which has lasted `waited`.
+  void pause(std::chrono::steady_clock::duration waited);
+
+private:
+  void count() noexcept;
+  void uncount() noexcept;
+  std::atomic<int>& _spinning;
+  std::chrono::microseconds _base;
+  std::chrono::microseconds _spin_for;
+  std::chrono::steady_clock::time_point _start;
+  bool _counted = false;
+};
+
 /// A received control message.
 struct incoming {
   int source = -1;
@@ -51,7 +86,8 @@ struct incoming {
 class transport {
 public:
   /// Duplicates `comm` twice (control and data traffic) and once more for collectives.
-  /// `spin_for`: how long a transfer's wait may spin before it sleeps (zero: never spins).
+  /// `spin_for`: how long a transfer's wait may spin before it sleeps, plus the time its bytes
+  /// take (transfer_pacer); zero: never spins.
   transport(MPI_Comm comm, std::chrono::microseconds spin_for);
   ~transport();
   transport(const transport&) = delete;
@@ -86,8 +122,13 @@ public:
   /// communicator and matches it (MPI_Improbe), so that its true size is known before any
   /// memory is sized for it. False if none came in time.
   bool match_data(int source, std::uint32_t data_tag, MPI_Message& message, std::size_t& bytes);
+  /// As above, paced by (and counted in) the receiver's `pacer` for the whole buffer.
+  bool match_data(int source, std::uint32_t data_tag, MPI_Message& message, std::size_t& bytes,
+                  transfer_pacer& pacer);
   /// Receives a message matched by match_data into `dst`, which holds its `bytes` bytes.
   void receive_matched(MPI_Message& message, void* dst, std::size_t bytes);
+  /// As above, paced by `pacer`.
+  void receive_matched(MPI_Message& message, void* dst, std::size_t bytes, transfer_pacer& pacer);
   /// Receives a matched message into `scratch` (resized to its size) and forgets it.
   void discard_matched(MPI_Message& message, std::size_t bytes, std::vector<char>& scratch);
 
@@ -99,6 +140,14 @@ public:
   void set_patience(std::chrono::milliseconds p) noexcept {
     _patience_ms.store(p.count(), std::memory_order_relaxed);
   }
+  /// How many threads of this rank are in a transfer within its spin budget right now (a send
+  /// of out-of-line buffers or of a control message too large to go eagerly, or the receipt of
+  /// an out-of-line buffer; see transfer_pacer). While it is nonzero the engine's leader neither
+  /// spins nor takes replies and its standby does not take over: each of 2 ranks on 2 cores
+  /// runs bound to one core, where a second busy thread takes time slices (milliseconds) from
+  /// the one moving the data (PERF_NOTES.md).
+  int spinning_transfers() const noexcept { return _spinning.load(std::memory_order_seq_cst); }
+
   /// The largest valid tag (MPI_TAG_UB of the control communicator).
   std::uint32_t tag_ub() const noexcept { return _tag_ub; }
 
@@ -109,6 +158,7 @@ public:
   void close() noexcept;
 
 private:
+  friend class transfer_pacer;
   MPI_Comm _ctrl = MPI_COMM_NULL;
   MPI_Comm _data = MPI_COMM_NULL;
   MPI_Comm _coll = MPI_COMM_NULL;
@@ -118,6 +168,7 @@ private:
   std::atomic<std::uint32_t> _next_tag{0};
   std::chrono::microseconds _spin_for;
   std::atomic<std::int64_t> _patience_ms{10000};
+  std::atomic<int> _spinning{0};
 
   void post_and_wait(int dest, int tag, const char* data, std::size_t size,
                      const std::vector<segment>& parts, int data_tag, bool chunked,

@@ -8,6 +8,11 @@
 //     trivially copyable T are a length and their bytes. Buffers of at least
 //     large_payload_threshold bytes are not copied into the message at all: they travel as a
 //     separate MPI message sent straight from (and received straight into) their storage.
+//     A received std::vector is resized before the data is received into it, which
+//     value-initialises (zero-fills) it first: 2-3 ms for a std::vector<double> of 16 MiB on
+//     the 2-core development machine (W3 echo: 16 ms a round trip, 13 ms without that pass).
+//     A vector whose allocator default-initialises (its construct(p) with no arguments does
+//     `::new (p) T`) is not zero-filled.
 //  2. Composites of serializable types: std::vector, std::array, std::pair, std::tuple,
 //     std::map, std::unordered_map, std::optional, element by element, still without an archive.
 //  3. Everything else through Boost.Serialization (written by detail::checked_oarchive, in the
