@@ -2,6 +2,7 @@
 // Spinning in polling loops. Internal.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 
@@ -28,14 +29,21 @@ inline constexpr std::chrono::microseconds spin_window{200};
 /// 1 ms per MB when the peer is not receiving at all.
 inline constexpr std::size_t spin_bytes_per_us = 1000;
 
+/// The longest spin budget of a transfer: beyond it, the back-off sleeps (capped at 1 ms) cost
+/// a long transfer little, while a peer that does not receive at all is not spun on for long,
+/// nor the standby kept from taking over (a 2 GiB buffer would otherwise get 2 s).
+inline constexpr std::chrono::microseconds max_transfer_spin{20000};
+
 /// The spin budget of a wait for a transfer of `bytes`: `base` (spin_window, or zero where
-/// spinning is not allowed) plus the time the copy itself should take. A flat budget made a
-/// 1 MiB send stop spinning just before the receiver finished its copy, and the back-off sleep
-/// that followed overshot the completion by 50-150 us.
+/// spinning is not allowed) plus the time the copy itself should take, at most
+/// max_transfer_spin. A flat budget made a 1 MiB send stop spinning just before the receiver
+/// finished its copy, and the back-off sleep that followed overshot the completion by
+/// 50-150 us.
 inline std::chrono::microseconds transfer_spin(std::chrono::microseconds base,
                                                std::size_t bytes) noexcept {
-  if (base.count() <= 0) return base;
-  return base + std::chrono::microseconds(bytes / spin_bytes_per_us);
+  if (base.count() <= 0 || base >= max_transfer_spin) return base;
+  const auto room = static_cast<std::size_t>((max_transfer_spin - base).count());
+  return base + std::chrono::microseconds(std::min(bytes / spin_bytes_per_us, room));
 }
 
 } // namespace mpirpc::detail

@@ -74,7 +74,8 @@ transfer_pacer::~transfer_pacer() {
 
 void transfer_pacer::add_bytes(std::size_t bytes) {
   if (_base.count() <= 0) return;
-  _spin_for += transfer_spin(_base, bytes) - _base;
+  _spin_for = std::min(_spin_for + (transfer_spin(_base, bytes) - _base),
+                       std::max(_base, max_transfer_spin));
   if (waited() < _spin_for) count();
 }
 
