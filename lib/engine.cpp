@@ -99,8 +99,9 @@ std::vector<char>& reply_buffer() {
 } // namespace
 
 /// Feeds a message's out-of-line buffers to the decoder, in order, checking each against the
-/// segment table: straight from MPI into the destination, or from the copies taken when the
-/// request had to wait in the queue. drain() swallows those the decoder did not take.
+/// segment table: straight from MPI into the destination, or from copies in memory (taken when
+/// the request had to wait in the queue, or made by this rank when it sent the message to
+/// itself). drain() swallows those the decoder did not take.
 ///
 /// Every chunk is matched (MPI_Improbe) before anything is sized or received for it, and must
 /// have exactly the size the table implies: a table that disagrees with what was sent is a
@@ -153,6 +154,10 @@ struct engine::segment_stream final : segment_source {
   /// Receives every buffer not yet taken into `out`, so that the sender is released now and
   /// the message can be decoded later from memory.
   void prefetch(std::vector<std::vector<char>>& out) {
+    if (_prefetched) { // in memory already (prefetched before, or sent by this rank itself)
+      _next = _count;
+      return;
+    }
     while (_next < _count) {
       hold_first_chunk(); // before sizing the copy
       out.emplace_back(static_cast<std::size_t>(size_of(_next)));
@@ -781,7 +786,9 @@ void engine::dispatch(incoming& message) noexcept {
     // it), so that the sender is not left blocked; then it is logged, counted, answered if it
     // came as a request with a readable header, and counted as received like any message.
     std::string segments;
-    if (wire::segment_table_readable(size, h, max_tag)) {
+    if (!message.prefetched.empty()) {
+      segments = "; its out-of-line buffer(s) were discarded";
+    } else if (wire::segment_table_readable(size, h, max_tag)) {
       const char* table =
           message.bytes.data() + size - std::size_t(h.segment_count) * sizeof(std::uint64_t);
       const bool drained = segment_stream(*_transport, message.source, h.data_tag, table,

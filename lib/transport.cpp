@@ -137,6 +137,9 @@ void transport::close() noexcept {
 }
 
 bool transport::try_receive(int tag, incoming& out) {
+  if (_loopback_size.load(std::memory_order_acquire) > 0 && try_receive_from_self(tag, out)) {
+    return true;
+  }
   int flag = 0;
   MPI_Message message;
   MPI_Status status;
@@ -148,6 +151,8 @@ bool transport::try_receive(int tag, incoming& out) {
   check_mpi(MPI_Mrecv(out.bytes.data(), count, MPI_BYTE, &message, &status), "MPI_Mrecv");
   out.source = status.MPI_SOURCE;
   out.tag = status.MPI_TAG;
+  out.prefetched.clear(); // `out` is reused: what a message from this rank carried is gone
+  out.continuation = false;
   return true;
 }
 
@@ -262,10 +267,48 @@ void transport::post_and_wait(int dest, int tag, const char* data, std::size_t s
   check_mpi(rc, "MPI_Testall");
 }
 
+void transport::send_to_self(int tag, const char* data, std::size_t size,
+                             const std::vector<segment>& segments) {
+  incoming message;
+  message.source = _rank;
+  message.tag = tag;
+  message.bytes.assign(data, data + size);
+  message.prefetched.reserve(segments.size());
+  for (const segment& s : segments) {
+    const char* p = static_cast<const char*>(s.data);
+    message.prefetched.emplace_back(p, p + s.bytes);
+  }
+  std::lock_guard<std::mutex> lock(_loopback_mutex);
+  _loopback.push_back(std::move(message));
+  _loopback_size.fetch_add(1, std::memory_order_release);
+}
+
+bool transport::try_receive_from_self(int tag, incoming& out) {
+  std::lock_guard<std::mutex> lock(_loopback_mutex);
+  // The first one with the tag, as MPI matches: messages with one tag keep their order.
+  const auto it = std::find_if(_loopback.begin(), _loopback.end(), [tag](const incoming& m) {
+    return tag == MPI_ANY_TAG || m.tag == tag;
+  });
+  if (it == _loopback.end()) return false;
+  out.source = it->source;
+  out.tag = it->tag;
+  out.bytes.swap(it->bytes); // out's buffer goes back with the entry and is freed with it
+  out.prefetched = std::move(it->prefetched);
+  out.continuation = false;
+  _loopback.erase(it);
+  _loopback_size.fetch_sub(1, std::memory_order_relaxed);
+  return true;
+}
+
 void transport::send(int dest, int tag, const char* data, std::size_t size,
                      const std::vector<segment>& segments, std::uint32_t data_tag,
                      bool* control_sent) {
   if (control_sent) *control_sent = false;
+  if (dest == _rank) {
+    send_to_self(tag, data, size, segments); // all or nothing: throws only if it could not copy
+    if (control_sent) *control_sent = true;
+    return;
+  }
   if (!segments.empty() && (data_tag == 0 || data_tag > _tag_ub)) {
     // Checked before anything is sent, so that no control message announces segments that
     // could never follow.

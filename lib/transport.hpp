@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -76,7 +78,8 @@ struct incoming {
   int source = -1;
   int tag = -1;
   std::vector<char> bytes;
-  /// Out-of-line buffers received ahead of decoding (only for requests that had to queue).
+  /// Out-of-line buffers received ahead of decoding: of a request that had to queue, or of any
+  /// message this rank sent itself (transport::send copies them).
   std::vector<std::vector<char>> prefetched;
   /// The rest of a batch whose first messages ran on another thread (lib/batching.cpp): it was
   /// counted as received with that batch, and is not counted again.
@@ -97,7 +100,8 @@ public:
   int size() const noexcept { return _size; }
   MPI_Comm collective_comm() const noexcept { return _coll; }
 
-  /// Receives one control message with `tag` (MPI_ANY_TAG for any) if one is waiting.
+  /// Receives one control message with `tag` (MPI_ANY_TAG for any) if one is waiting: first
+  /// from this rank's own queue (see send()), then from MPI.
   bool try_receive(int tag, incoming& out);
 
   /// Sends a control message, then its out-of-line segments on `data_tag`, each split into
@@ -108,6 +112,12 @@ public:
   /// to MPI (and will reach the receiver, which counts it) before the failure: a send that
   /// fails after that point first waits for what it had already posted, so that no buffer is
   /// released while MPI still reads it, and then throws.
+  ///
+  /// A message to this rank itself does not go through MPI: it is copied, segments included
+  /// (as incoming::prefetched), into a queue that try_receive() reads first, in the order
+  /// sent. Open MPI sends to its own rank eagerly only up to 1 KiB; a larger MPI_Send would
+  /// block until this rank posts the receive, which, when the sender is the thread that polls,
+  /// never happens.
   void send(int dest, int tag, const char* data, std::size_t size,
             const std::vector<segment>& segments, std::uint32_t data_tag,
             bool* control_sent = nullptr);
@@ -159,6 +169,13 @@ public:
 
 private:
   friend class transfer_pacer;
+  /// Messages this rank sent itself, oldest first (see send()).
+  std::mutex _loopback_mutex;
+  std::deque<incoming> _loopback;
+  std::atomic<int> _loopback_size{0};
+  void send_to_self(int tag, const char* data, std::size_t size,
+                    const std::vector<segment>& segments);
+  bool try_receive_from_self(int tag, incoming& out);
   MPI_Comm _ctrl = MPI_COMM_NULL;
   MPI_Comm _data = MPI_COMM_NULL;
   MPI_Comm _coll = MPI_COMM_NULL;

@@ -6,6 +6,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <future>
 #include <map>
 #include <mutex>
 #include <numeric>
@@ -32,6 +35,10 @@ void reset() {
 void record(int source, long seq) {
   std::lock_guard<std::mutex> lock(g_mutex);
   g_seen[source].push_back(seq);
+}
+
+void record_padded(int source, long seq, std::string pad) {
+  if (!pad.empty()) record(source, seq);
 }
 
 /// How many one-way calls from `source` have run here, and whether they ran in order.
@@ -109,6 +116,7 @@ void send_big_back(int back) {
 } // namespace
 
 MPIRPC_REGISTER(record);
+MPIRPC_REGISTER(record_padded);
 MPIRPC_REGISTER(seen_from);
 MPIRPC_REGISTER(add_up);
 MPIRPC_REGISTER(ff_throws);
@@ -300,4 +308,26 @@ TEST_CASE("a large request waiting behind an in-order run does not hold its send
     mpirpc::rpc_ff(next_rank(), send_big_back, world_rank());
   }
   CHECK(g_big_received.load() == 1);
+}
+
+TEST_CASE("a batch to the caller's own rank never blocks the thread that polls", "[rpc_ff]") {
+  // Open MPI sends to its own rank eagerly only up to 1 KiB. A batch of one-way calls to this
+  // rank, bigger than that and left for the polling thread to send, used to block that thread
+  // in MPI_Send until a receive was posted, which only it could post: the rank hung for good.
+  reset();
+  mpirpc::runtime rt;
+  const int me = world_rank();
+  const std::string pad(40, 'x');
+  for (long i = 0; i < 60; ++i) // about 6 KiB in batches; the last one is left to the poller
+    mpirpc::rpc_ff(me, record_padded, me, i, pad);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20)); // the poller sends it meanwhile
+  auto check = std::async(std::launch::async, [&] { return mpirpc::rpc_sync(me, seen_from, me); });
+  if (check.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+    std::fprintf(stderr, "worker%d: a call to itself did not return within 30 s: deadlocked\n", me);
+    std::fflush(stderr);
+    std::_Exit(3); // nothing can unblock it; the other ranks are ended by mpiexec
+  }
+  const auto [count, ordered] = check.get();
+  CHECK(count == 60);
+  CHECK(ordered);
 }
