@@ -5,7 +5,9 @@
 //
 // Prints one JSON object per line on rank 0's standard output; progress and notes go to
 // standard error. `--system mpi` runs the same message pattern with plain MPI point-to-point
-// calls (W1, W2, W3, W5 only): the reference the mpirpc figures are compared against.
+// calls (all but W0): the reference the mpirpc figures are compared against. W4's and W6's raw
+// lines go beyond BENCH_SPEC.md, whose bars for them are ratios to mpirpc's own W1; they show
+// what the pattern costs three processes on this machine's cores.
 //
 // Oversubscribed machines: Open MPI busy-polls inside blocking calls, so a rank that merely
 // waits (for the others to finish, or for a reduction) never sits in a blocking MPI call; it
@@ -412,6 +414,86 @@ void raw_w5(const config& cfg) {
   json_line(cfg).add("calls_per_s", static_cast<double>(callers * calls) / slowest, 0).print();
 }
 
+/// W4: the nested chain in plain MPI: rank 0 asks rank 1, which asks rank 2 and answers
+/// rank 0 once rank 2 has answered. Not in BENCH_SPEC.md; it shows what three processes on
+/// this machine's cores cost for the pattern, beside the bar of 3 x mpirpc's own W1.
+void raw_w4(const config& cfg) {
+  const long warmup = cfg.count(500), calls = cfg.count(5000);
+  note(cfg.workload, "/mpi: ", warmup, " warm-up + ", calls, " timed nested round trips");
+  int message = 1;
+  if (g_rank == 0) {
+    std::vector<double> samples;
+    samples.reserve(static_cast<std::size_t>(calls));
+    for (long i = 0; i < warmup + calls; ++i) {
+      const auto start = clock_type::now();
+      MPI_Send(&message, 1, MPI_INT, 1, tag_request, MPI_COMM_WORLD);
+      MPI_Recv(&message, 1, MPI_INT, 1, tag_reply, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      if (i >= warmup) samples.push_back(microseconds_since(start));
+    }
+    check(message == 1, "W4 nested payload");
+    print_latency(cfg, samples, false);
+  } else if (g_rank == 1) {
+    for (long i = 0; i < warmup + calls; ++i) {
+      MPI_Recv(&message, 1, MPI_INT, 0, tag_request, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      MPI_Send(&message, 1, MPI_INT, 2, tag_request, MPI_COMM_WORLD);
+      MPI_Recv(&message, 1, MPI_INT, 2, tag_reply, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      MPI_Send(&message, 1, MPI_INT, 0, tag_reply, MPI_COMM_WORLD);
+    }
+  } else {
+    for (long i = 0; i < warmup + calls; ++i) {
+      MPI_Recv(&message, 1, MPI_INT, 1, tag_request, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      MPI_Send(&message, 1, MPI_INT, 1, tag_reply, MPI_COMM_WORLD);
+    }
+  }
+}
+
+/// One hop of the raw W6 chain on rank 1 or 2: passes `left - 1` on to `other`, serving the
+/// hops that come back meanwhile, and returns the depth below it plus one.
+int raw_hop(int left, int other) {
+  if (left <= 1) return 1;
+  int next = left - 1;
+  MPI_Send(&next, 1, MPI_INT, other, tag_request, MPI_COMM_WORLD);
+  for (;;) {
+    int value = 0;
+    MPI_Status status;
+    MPI_Recv(&value, 1, MPI_INT, other, MPI_ANY_TAG, MPI_COMM_WORLD, &status);
+    if (status.MPI_TAG == tag_reply) return value + 1;
+    const int depth = raw_hop(value, other);
+    MPI_Send(&depth, 1, MPI_INT, other, tag_reply, MPI_COMM_WORLD);
+  }
+}
+
+/// W6 in plain MPI: the chain of chain_depth hops between ranks 1 and 2, started and ended by
+/// rank 0. Not in BENCH_SPEC.md (see raw_w4).
+void raw_w6(const config& cfg) {
+  const long warmup = cfg.count(20), chains = cfg.count(200);
+  note(cfg.workload, "/mpi: ", warmup, " warm-up + ", chains, " timed chains");
+  if (g_rank == 0) {
+    std::vector<double> samples;
+    for (long i = 0; i < warmup + chains; ++i) {
+      int depth = chain_depth;
+      const auto start = clock_type::now();
+      MPI_Send(&depth, 1, MPI_INT, 1, tag_request, MPI_COMM_WORLD);
+      MPI_Recv(&depth, 1, MPI_INT, 1, tag_reply, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      if (i >= warmup) samples.push_back(microseconds_since(start));
+      check(depth == chain_depth, "depth of the raw hop chain");
+    }
+    json_line(cfg)
+        .add("median_us", summarize(samples).median, 3)
+        .add("depth", static_cast<long>(chain_depth))
+        .print();
+  } else {
+    const int from = g_rank == 1 ? 0 : 1; // where each chain enters this rank
+    const int other = g_rank == 1 ? 2 : 1;
+    for (long i = 0; i < warmup + chains; ++i) {
+      int left = 0;
+      MPI_Recv(&left, 1, MPI_INT, from, tag_request, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      const int depth = raw_hop(left, other);
+      MPI_Send(&depth, 1, MPI_INT, from, tag_reply, MPI_COMM_WORLD);
+    }
+  }
+}
+
 // ---- mpirpc
 
 const std::string k_worker0 = "worker0";
@@ -612,7 +694,9 @@ void run_mpi(const config& cfg) {
   if (cfg.workload == "W1") raw_w1(cfg);
   if (cfg.workload == "W2") raw_w2(cfg);
   if (cfg.workload == "W3") raw_w3(cfg);
+  if (cfg.workload == "W4") raw_w4(cfg);
   if (cfg.workload == "W5") raw_w5(cfg);
+  if (cfg.workload == "W6") raw_w6(cfg);
   idle_barrier();
 }
 
@@ -620,7 +704,7 @@ void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: mpiexec -n P mpirpc_bench --workload W0..W6 --system mpi|mpirpc [--quick]\n"
                "  P per workload: W0 4, W1 2, W2 2, W3 2, W4 3, W5 4, W6 3.\n"
-               "  --system mpi exists for W1, W2, W3 and W5. --quick cuts iteration counts "
+               "  --system mpi exists for all but W0. --quick cuts iteration counts "
                "about tenfold.\n");
 }
 
@@ -638,10 +722,8 @@ std::string parse(int argc, char** argv, config& cfg) {
   }
   if (k_ranks.count(cfg.workload) == 0) return "--workload must be one of W0..W6";
   if (cfg.system != "mpi" && cfg.system != "mpirpc") return "--system must be mpi or mpirpc";
-  const bool has_raw =
-      cfg.workload == "W1" || cfg.workload == "W2" || cfg.workload == "W3" || cfg.workload == "W5";
-  if (cfg.system == "mpi" && !has_raw) {
-    return "workload " + cfg.workload + " has no raw-MPI mode (only W1, W2, W3, W5 do)";
+  if (cfg.system == "mpi" && cfg.workload == "W0") {
+    return "workload W0 has no raw-MPI mode (it measures the runtime's idle cost)";
   }
   return {};
 }
