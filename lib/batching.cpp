@@ -191,8 +191,7 @@ void engine::flush_outboxes() noexcept {
 }
 
 void engine::flush_aged_outboxes(clock::time_point now) noexcept {
-  // Every outbox is looked at (one atomic load each), not only when _outboxes_filled says a
-  // batch is out: a poller's idle turn is the last line of defence against a batch left behind.
+  if (_outboxes_filled.load(std::memory_order_seq_cst) == 0) return;
   for (std::size_t d = 0; d < _outboxes.size(); ++d) {
     outbox& box = *_outboxes[d];
     if (box.count.load(std::memory_order_acquire) == 0) continue;

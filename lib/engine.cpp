@@ -1081,6 +1081,12 @@ void engine::handle_reply(incoming& message, const wire::header& h) {
   }
 }
 
+bool engine::timeouts_due(clock::time_point t) const noexcept {
+  const std::int64_t now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  return now >= _next_timeout_check_ns.load(std::memory_order_relaxed) && _pending.size() > 0;
+}
+
 void engine::check_timeouts(clock::time_point t) noexcept {
   const std::int64_t now =
       std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
@@ -1211,8 +1217,16 @@ void engine::lead() {
       continue;
     }
     const auto now = clock::now(); // one clock read per idle poll, shared with the timeouts
-    check_timeouts(now);
-    flush_aged_outboxes(now);
+    if (timeouts_due(now) || _outboxes_filled.load(std::memory_order_relaxed) > 0) {
+      // Sending a batch, or what a timed-out call's continuation sends, may block until the
+      // receiver takes it (an MPI_Send that is not eager: two leaders flushing batches to each
+      // other with a small eager limit deadlocked). Never while holding the poll mutex, so
+      // that another thread of this rank can take over receiving meanwhile.
+      _poll_mutex.unlock();
+      check_timeouts(now);
+      flush_aged_outboxes(now);
+      if (!_poll_mutex.try_lock()) return; // leadership moved on
+    }
     const auto idle_for = now - last_activity;
     if (idle_for < _spin_window && _spinning_waiters.load(std::memory_order_relaxed) == 0 &&
         _transport->spinning_transfers() == 0) {

@@ -160,6 +160,8 @@ private:
   bool wait_for_room(int dest, std::chrono::steady_clock::time_point deadline);
   std::exception_ptr decode_error_reply(const char* payload, std::size_t size,
                                         const pending_call& call) const;
+  /// Whether check_timeouts would scan the table now (calls are out and a scan is due).
+  bool timeouts_due(std::chrono::steady_clock::time_point now) const noexcept;
   /// Fails expired calls; scans the table at most once per timeout_scan_interval.
   void check_timeouts(std::chrono::steady_clock::time_point now) noexcept;
   void refuse_queued() noexcept;
