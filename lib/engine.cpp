@@ -1302,7 +1302,12 @@ void engine::wait(future_state_base& state) {
       const admission admitted(*this);
       if (!admitted) break; // stopping: stop() fails every outstanding call
       if (_transport->try_receive(wire::tag_reply, message)) {
+        // Not a poller while it dispatches: a continuation may block in a send until the
+        // receiver takes it, and if that receiver waits the same way for this rank, only this
+        // rank's leader, taking replies again meanwhile, can release both.
+        _waiters.fetch_sub(1, std::memory_order_relaxed);
         dispatch(message);
+        _waiters.fetch_add(1, std::memory_order_relaxed);
         continue;
       }
     }

@@ -223,3 +223,37 @@ TEST_CASE("a queued request with a large buffer does not hold its sender", "[asy
         [] { CHECK(mpirpc::rpc_sync(1, blocking_large_self_call, 200) == -1); });
   }
 }
+
+namespace {
+int small(int x) {
+  return x;
+}
+
+/// Answers with 1 MiB (out of line) from the continuation of a nested call back to the caller.
+/// On the caller, that continuation runs on the thread that waits for its own call here.
+mpirpc::future<std::vector<double>> relay(int back) {
+  return mpirpc::rpc_async(back, small, 3).then([](mpirpc::future<int> f) {
+    return std::vector<double>(std::size_t(1) << 17, static_cast<double>(f.value()));
+  });
+}
+} // namespace
+MPIRPC_REGISTER(small);
+MPIRPC_REGISTER_ASYNC(relay);
+
+TEST_CASE("waiting threads whose continuations send large replies to each other complete",
+          "[async]") {
+  // Workers 0 and 1 call each other's relay and wait. Each one's waiting thread receives the
+  // nested call's reply and sends the large reply from its continuation; that send completes
+  // only once the other worker receives it, while the other worker's waiting thread is stuck
+  // in the same send. Only the leaders, taking replies while no thread polls for them, can
+  // receive both (before, the waiting threads still counted as polling and both ranks hung).
+  mpirpc::runtime rt;
+  const int me = mpirpc_test::world_rank();
+  if (me < 2) {
+    for (int round = 0; round < 20; ++round) {
+      const auto v = mpirpc::rpc_async(1 - me, relay, me).wait();
+      CHECK(v.size() == (std::size_t(1) << 17));
+      CHECK(v.back() == 3.0);
+    }
+  }
+}
