@@ -290,22 +290,29 @@ void print_payload(const config& cfg, long doubles, const std::vector<double>& s
 
 // ---- raw MPI reference
 
+/// Rank 0's side of W1 and W4: `warmup` + `calls` 4-byte round trips to rank 1; returns the
+/// timed ones in microseconds.
+std::vector<double> raw_round_trips(long warmup, long calls, const char* what) {
+  int message = 1;
+  std::vector<double> samples;
+  samples.reserve(static_cast<std::size_t>(calls));
+  for (long i = 0; i < warmup + calls; ++i) {
+    const auto start = clock_type::now();
+    MPI_Send(&message, 1, MPI_INT, 1, tag_request, MPI_COMM_WORLD);
+    MPI_Recv(&message, 1, MPI_INT, 1, tag_reply, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    if (i >= warmup) samples.push_back(microseconds_since(start));
+  }
+  check(message == 1, what);
+  return samples;
+}
+
 /// W1: 4-byte ping-pong between ranks 0 and 1.
 void raw_w1(const config& cfg) {
   const long warmup = cfg.count(2000), calls = cfg.count(20000);
   note(cfg.workload, "/mpi: ", warmup, " warm-up + ", calls, " timed round trips");
   int message = 1;
   if (g_rank == 0) {
-    std::vector<double> samples;
-    samples.reserve(static_cast<std::size_t>(calls));
-    for (long i = 0; i < warmup + calls; ++i) {
-      const auto start = clock_type::now();
-      MPI_Send(&message, 1, MPI_INT, 1, tag_request, MPI_COMM_WORLD);
-      MPI_Recv(&message, 1, MPI_INT, 1, tag_reply, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-      if (i >= warmup) samples.push_back(microseconds_since(start));
-    }
-    check(message == 1, "W1 ping-pong payload");
-    print_latency(cfg, samples, true);
+    print_latency(cfg, raw_round_trips(warmup, calls, "W1 ping-pong payload"), true);
   } else {
     for (long i = 0; i < warmup + calls; ++i) {
       MPI_Recv(&message, 1, MPI_INT, 0, tag_request, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
@@ -422,16 +429,7 @@ void raw_w4(const config& cfg) {
   note(cfg.workload, "/mpi: ", warmup, " warm-up + ", calls, " timed nested round trips");
   int message = 1;
   if (g_rank == 0) {
-    std::vector<double> samples;
-    samples.reserve(static_cast<std::size_t>(calls));
-    for (long i = 0; i < warmup + calls; ++i) {
-      const auto start = clock_type::now();
-      MPI_Send(&message, 1, MPI_INT, 1, tag_request, MPI_COMM_WORLD);
-      MPI_Recv(&message, 1, MPI_INT, 1, tag_reply, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-      if (i >= warmup) samples.push_back(microseconds_since(start));
-    }
-    check(message == 1, "W4 nested payload");
-    print_latency(cfg, samples, false);
+    print_latency(cfg, raw_round_trips(warmup, calls, "W4 nested payload"), false);
   } else if (g_rank == 1) {
     for (long i = 0; i < warmup + calls; ++i) {
       MPI_Recv(&message, 1, MPI_INT, 0, tag_request, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
