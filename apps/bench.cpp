@@ -290,6 +290,14 @@ void print_payload(const config& cfg, long doubles, const std::vector<double>& s
 
 // ---- raw MPI reference
 
+/// W6's line: the median time of a whole chain, and its depth.
+void print_chain(const config& cfg, const std::vector<double>& samples) {
+  json_line(cfg)
+      .add("median_us", summarize(samples).median, 3)
+      .add("depth", static_cast<long>(chain_depth))
+      .print();
+}
+
 /// Rank 0's side of W1 and W4: `warmup` + `calls` 4-byte round trips to rank 1; returns the
 /// timed ones in microseconds.
 std::vector<double> raw_round_trips(long warmup, long calls, const char* what) {
@@ -476,10 +484,7 @@ void raw_w6(const config& cfg) {
       if (i >= warmup) samples.push_back(microseconds_since(start));
       check(depth == chain_depth, "depth of the raw hop chain");
     }
-    json_line(cfg)
-        .add("median_us", summarize(samples).median, 3)
-        .add("depth", static_cast<long>(chain_depth))
-        .print();
+    print_chain(cfg, samples);
   } else {
     const int from = g_rank == 1 ? 0 : 1; // where each chain enters this rank
     const int other = g_rank == 1 ? 2 : 1;
@@ -647,10 +652,7 @@ void rpc_w6(const config& cfg) {
     if (i >= warmup) samples.push_back(microseconds_since(start));
     check(depth == chain_depth, "depth of the hop chain");
   }
-  json_line(cfg)
-      .add("median_us", summarize(samples).median, 3)
-      .add("depth", static_cast<long>(chain_depth))
-      .print();
+  print_chain(cfg, samples);
 }
 
 void run_mpirpc(const config& cfg) {
