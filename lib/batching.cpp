@@ -36,6 +36,16 @@ wire::header batch_header(std::uint32_t count, std::size_t bytes) {
   return h;
 }
 
+/// Whether a message (header first) is a two-way request: one that a stalled run may leave
+/// behind (rescue_stalled_runs); a batch is looked at request by request.
+bool two_way_request(const char* data, std::size_t size) {
+  if (size < sizeof(wire::header)) return false;
+  wire::header h;
+  std::memcpy(&h, data, sizeof h);
+  return h.kind == static_cast<std::uint8_t>(wire::kind::request) &&
+         !(h.flags & wire::request_one_way);
+}
+
 /// Puts the batch header in front of `bytes`, which hold `count` messages after room for it.
 void seal(std::vector<char>& bytes, std::uint32_t count) {
   const wire::header h = batch_header(count, bytes.size());
@@ -48,9 +58,9 @@ engine::in_order_cursor*& engine::current_cursor() noexcept {
   return cursor;
 }
 
-engine::reply_batch*& engine::current_reply_batch() noexcept {
-  thread_local reply_batch* batch = nullptr;
-  return batch;
+engine::reply_target& engine::current_reply_target() noexcept {
+  thread_local reply_target target;
+  return target;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -185,12 +195,26 @@ void engine::flush_outbox(int dest) noexcept {
 }
 
 void engine::flush_outboxes() noexcept {
+  if (_reply_batches_filled.load(std::memory_order_seq_cst) > 0) {
+    for (std::size_t d = 0; d < _reply_batches.size(); ++d)
+      flush_reply_batch(static_cast<int>(d));
+  }
   if (_outboxes_filled.load(std::memory_order_seq_cst) == 0) return;
   for (std::size_t d = 0; d < _outboxes.size(); ++d)
     flush_outbox(static_cast<int>(d));
 }
 
 void engine::flush_aged_outboxes(clock::time_point now) noexcept {
+  if (_reply_batches_filled.load(std::memory_order_seq_cst) > 0) {
+    // Replies whose thread went on to a handler that takes long (or blocks on something other
+    // than a future) are not held back by it.
+    for (std::size_t d = 0; d < _reply_batches.size(); ++d) {
+      reply_batch& batch = *_reply_batches[d];
+      std::unique_lock<std::mutex> lock(batch.mutex, std::try_to_lock);
+      if (!lock || batch.count == 0 || now - batch.since < batch_delay) continue;
+      flush_reply_batch_locked(static_cast<int>(d), batch);
+    }
+  }
   if (_outboxes_filled.load(std::memory_order_seq_cst) == 0) return;
   for (std::size_t d = 0; d < _outboxes.size(); ++d) {
     outbox& box = *_outboxes[d];
@@ -223,44 +247,67 @@ void engine::drop_outboxes() noexcept {
     box.calls.clear(); // the calls among them are failed by stop() with every pending call
     box.count.store(0, std::memory_order_release);
   }
+  // Replies not sent yet are dropped like any reply made once stopping (see admission); under
+  // their mutexes, so that no poller still sends one when the communicators are freed.
+  for (auto& batch : _reply_batches) {
+    std::lock_guard<std::mutex> lock(batch->mutex);
+    if (batch->count > 0) _reply_batches_filled.fetch_sub(1, std::memory_order_seq_cst);
+    batch->bytes.clear();
+    batch->count = 0;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Reply batches
 
 bool engine::append_to_reply_batch(int dest, const std::vector<char>& message) {
-  reply_batch* batch = current_reply_batch();
-  if (!batch || batch->owner != this || batch->dest != dest ||
+  const reply_target& target = current_reply_target();
+  if (target.owner != this || target.dest != dest ||
       message.size() + sizeof(wire::header) > wire::max_batch_bytes) {
     return false;
   }
-  if (batch->bytes.size() + message.size() > wire::max_batch_bytes) flush_reply_batch();
-  if (batch->count == 0) batch->bytes.resize(sizeof(wire::header));
-  batch->bytes.insert(batch->bytes.end(), message.begin(), message.end());
-  ++batch->count;
+  reply_batch& batch = *_reply_batches[static_cast<std::size_t>(dest)];
+  std::lock_guard<std::mutex> lock(batch.mutex);
+  if (batch.bytes.size() + message.size() > wire::max_batch_bytes) {
+    flush_reply_batch_locked(dest, batch);
+  }
+  if (batch.count == 0) {
+    batch.bytes.resize(sizeof(wire::header));
+    batch.since = clock::now();
+    _reply_batches_filled.fetch_add(1, std::memory_order_seq_cst);
+  }
+  batch.bytes.insert(batch.bytes.end(), message.begin(), message.end());
+  ++batch.count;
   return true;
 }
 
-void engine::flush_reply_batch() noexcept {
-  reply_batch* batch = current_reply_batch();
-  if (!batch || batch->owner != this || batch->count == 0) return;
+void engine::flush_reply_batch(int dest) noexcept {
+  if (dest < 0) return;
+  reply_batch& batch = *_reply_batches[static_cast<std::size_t>(dest)];
+  std::lock_guard<std::mutex> lock(batch.mutex);
+  flush_reply_batch_locked(dest, batch);
+}
+
+void engine::flush_reply_batch_locked(int dest, reply_batch& batch) noexcept {
+  if (batch.count == 0) return;
   try {
-    if (batch->count == 1) {
-      send_counted(batch->dest, wire::tag_reply, batch->bytes.data() + sizeof(wire::header),
-                   batch->bytes.size() - sizeof(wire::header));
+    if (batch.count == 1) {
+      send_counted(dest, wire::tag_reply, batch.bytes.data() + sizeof(wire::header),
+                   batch.bytes.size() - sizeof(wire::header));
     } else {
-      seal(batch->bytes, batch->count);
-      send_counted(batch->dest, wire::tag_reply, batch->bytes.data(), batch->bytes.size());
+      seal(batch.bytes, batch.count);
+      send_counted(dest, wire::tag_reply, batch.bytes.data(), batch.bytes.size());
       _batches_sent.fetch_add(1, std::memory_order_relaxed);
-      _messages_batched.fetch_add(batch->count, std::memory_order_relaxed);
+      _messages_batched.fetch_add(batch.count, std::memory_order_relaxed);
     }
   } catch (const std::exception& e) {
     // The callers' calls then time out (or fail at shutdown), as for a lost single reply.
-    log("could not send " + std::to_string(batch->count) + " replies to " +
-        _workers[static_cast<std::size_t>(batch->dest)].name + ": " + e.what());
+    log("could not send " + std::to_string(batch.count) + " replies to " +
+        _workers[static_cast<std::size_t>(dest)].name + ": " + e.what());
   }
-  batch->bytes.clear();
-  batch->count = 0;
+  batch.bytes.clear();
+  batch.count = 0;
+  _reply_batches_filled.fetch_sub(1, std::memory_order_seq_cst);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -304,15 +351,23 @@ void engine::run_in_order(incoming& message, bool popped) {
   in_order_cursor*& slot = current_cursor();
   in_order_cursor* const outer = slot;
   slot = &cursor;
+  {
+    std::lock_guard<std::mutex> lock(order.mutex);
+    order.runner = &cursor;
+    cursor.in_handler = true;
+    cursor.rescuable = two_way_request(message.bytes.data(), message.bytes.size());
+    ++cursor.step;
+  }
   for (;;) {
-    cursor.whole = nullptr;
-    cursor.rest = cursor.end = nullptr;
     dispatch(message);
     // A message taken from `waiting` counts there until it has run (or has been handed on,
     // where it counts again), so that quiesce never sees it nowhere.
     if (popped) _ordered_waiting.fetch_sub(1, std::memory_order_seq_cst);
-    if (cursor.handed_off) break;
     std::lock_guard<std::mutex> lock(order.mutex);
+    cursor.in_handler = false;
+    cursor.whole = nullptr;
+    cursor.rest = cursor.end = nullptr;
+    if (cursor.handed_off) break; // another thread runs the rest (busy stays set for it)
     if (order.waiting.empty()) {
       order.busy.store(false, std::memory_order_release);
       break;
@@ -320,6 +375,13 @@ void engine::run_in_order(incoming& message, bool popped) {
     message = std::move(order.waiting.front());
     order.waiting.pop_front();
     popped = true;
+    cursor.in_handler = true;
+    cursor.rescuable = two_way_request(message.bytes.data(), message.bytes.size());
+    ++cursor.step;
+  }
+  {
+    std::lock_guard<std::mutex> lock(order.mutex);
+    if (order.runner == &cursor) order.runner = nullptr;
   }
   slot = outer;
 }
@@ -345,35 +407,52 @@ void engine::continue_in_order(int source) {
   run_in_order(message, true);
 }
 
+void engine::requeue_rest_locked(in_order& order, in_order_cursor& cursor) {
+  if (cursor.whole) {
+    // A request that could not start (no handler slot was free): it goes first.
+    incoming rest = std::move(*cursor.whole);
+    rest.continuation = true;
+    order.waiting.push_front(std::move(rest));
+    _ordered_waiting.fetch_add(1, std::memory_order_seq_cst);
+    cursor.whole = nullptr;
+  } else if (cursor.rest && cursor.rest < cursor.end) {
+    incoming rest;
+    rest.source = cursor.source;
+    rest.tag = wire::tag_request;
+    rest.continuation = true;
+    rest.bytes.resize(sizeof(wire::header));
+    rest.bytes.insert(rest.bytes.end(), cursor.rest, cursor.end);
+    seal(rest.bytes, 0); // the count is not known here; nothing relies on it
+    order.waiting.push_front(std::move(rest));
+    _ordered_waiting.fetch_add(1, std::memory_order_seq_cst);
+  }
+  cursor.rest = cursor.end; // nothing more of the batch runs on the cursor's thread
+}
+
 void engine::hand_off_in_order() noexcept {
-  flush_reply_batch(); // replies made so far must not wait behind a blocked handler
+  // Replies made so far must not wait behind a blocked handler.
+  if (current_reply_target().owner == this) flush_reply_batch(current_reply_target().dest);
   in_order_cursor* cursor = current_cursor();
-  if (!cursor || cursor->owner != this || cursor->handed_off) return;
-  cursor->handed_off = true;
+  if (!cursor || cursor->owner != this) return;
   in_order& order = *_in_order[static_cast<std::size_t>(cursor->source)];
   bool more = false;
   try {
     std::lock_guard<std::mutex> lock(order.mutex);
-    if (cursor->whole) {
-      // A request that could not start (no handler slot was free): it goes first.
-      incoming rest = std::move(*cursor->whole);
-      rest.continuation = true;
-      order.waiting.push_front(std::move(rest));
-      _ordered_waiting.fetch_add(1, std::memory_order_seq_cst);
-    } else if (cursor->rest && cursor->rest < cursor->end) {
-      incoming rest;
-      rest.source = cursor->source;
-      rest.tag = wire::tag_request;
-      rest.continuation = true;
-      rest.bytes.resize(sizeof(wire::header));
-      rest.bytes.insert(rest.bytes.end(), cursor->rest, cursor->end);
-      seal(rest.bytes, 0); // the count is not known here; nothing relies on it
-      order.waiting.push_front(std::move(rest));
-      _ordered_waiting.fetch_add(1, std::memory_order_seq_cst);
-      cursor->rest = cursor->end;
+    if (cursor->handed_off) {
+      // A poller took the run while this thread's request looked for a handler slot: the
+      // request goes first among those waiting; whoever runs them takes it next.
+      if (!cursor->whole) return;
+      requeue_rest_locked(order, *cursor);
+      if (!order.busy.load(std::memory_order_relaxed)) { // that run is over: start another
+        order.busy.store(true, std::memory_order_relaxed);
+        more = true;
+      }
+    } else {
+      cursor->handed_off = true;
+      requeue_rest_locked(order, *cursor);
+      more = !order.waiting.empty();
+      if (!more) order.busy.store(false, std::memory_order_release);
     }
-    more = !order.waiting.empty();
-    if (!more) order.busy.store(false, std::memory_order_release);
   } catch (const std::exception& e) { // no memory for the copy
     log(std::string("could not hand on the rest of a batch: ") + e.what());
     std::lock_guard<std::mutex> lock(order.mutex);
@@ -389,29 +468,69 @@ void engine::hand_off_in_order() noexcept {
   }
 }
 
+void engine::rescue_stalled_runs(clock::time_point now) noexcept {
+  const std::int64_t t = now.time_since_epoch().count();
+  std::int64_t due = _next_rescue_ns.load(std::memory_order_relaxed);
+  if (t < due) return;
+  const std::int64_t next =
+      t + std::chrono::duration_cast<clock::duration>(stalled_run_after).count();
+  if (!_next_rescue_ns.compare_exchange_strong(due, next)) return;
+  for (std::size_t s = 0; s < _in_order.size(); ++s) {
+    in_order& order = *_in_order[s];
+    if (!order.busy.load(std::memory_order_acquire)) continue;
+    bool more = false;
+    try {
+      std::lock_guard<std::mutex> lock(order.mutex);
+      in_order_cursor* cursor = order.runner;
+      if (!cursor || !cursor->in_handler || !cursor->rescuable || cursor->handed_off) continue;
+      if (cursor->step != cursor->seen_step) { // it moved on since the last look
+        cursor->seen_step = cursor->step;
+        continue;
+      }
+      const bool rest = cursor->whole || (cursor->rest && cursor->rest < cursor->end);
+      if (!rest && order.waiting.empty()) continue; // nothing waits behind it
+      // The same handler for a whole interval: what waits behind it goes on elsewhere, as if
+      // it had started to wait on a future (its thread finishes that handler and stops).
+      cursor->handed_off = true;
+      requeue_rest_locked(order, *cursor);
+      order.runner = nullptr;
+      more = true;
+    } catch (const std::exception& e) { // no memory for the copy
+      log(std::string("could not hand on the rest of a stalled batch: ") + e.what());
+      continue;
+    }
+    if (more) {
+      try {
+        post([this, source = static_cast<int>(s)] { continue_in_order(source); });
+      } catch (const std::exception& e) {
+        log(std::string("could not hand on in-order requests: ") + e.what());
+      }
+    }
+  }
+}
+
 void engine::handle_batch(incoming& message, const wire::header& h) {
   const bool requests = message.tag == wire::tag_request;
   in_order_cursor* cursor = requests ? current_cursor() : nullptr;
   if (cursor && cursor->owner != this) cursor = nullptr;
   if (cursor) cursor->whole = nullptr;
-  // The replies to these requests leave together when the batch is done.
-  reply_batch replies;
-  replies.owner = this;
-  replies.dest = message.source;
-  reply_batch*& reply_slot = current_reply_batch();
-  reply_batch* const outer = reply_slot;
-  if (requests) reply_slot = &replies;
+  // The replies to these requests leave together when the batch is done (or earlier: see
+  // reply_batch).
+  reply_target& reply_slot = current_reply_target();
+  const reply_target outer = reply_slot;
+  if (requests) reply_slot = reply_target{this, message.source};
   struct restore {
     engine& e;
     bool requests;
-    reply_batch*& slot;
-    reply_batch* outer;
+    int source;
+    reply_target& slot;
+    reply_target outer;
     ~restore() {
       if (!requests) return;
-      e.flush_reply_batch();
+      e.flush_reply_batch(source);
       slot = outer;
     }
-  } done{*this, requests, reply_slot, outer};
+  } done{*this, requests, message.source, reply_slot, outer};
 
   const char* p = message.bytes.data() + sizeof(wire::header);
   const char* const end = p + h.payload_size;
@@ -441,19 +560,37 @@ void engine::handle_batch(incoming& message, const wire::header& h) {
     }
     bool slot_held = false;
     if (cursor) {
+      in_order& order = *_in_order[static_cast<std::size_t>(cursor->source)];
       // In order: a request that cannot start now hands itself and the rest on.
       if (!try_take_slot()) {
-        cursor->rest = p;
-        cursor->end = end;
+        {
+          std::lock_guard<std::mutex> lock(order.mutex);
+          if (cursor->handed_off) break; // a poller took [p, end) already
+          cursor->rest = p;
+          cursor->end = end;
+        }
         hand_off_in_order();
         break;
       }
+      bool taken = false;
+      {
+        std::lock_guard<std::mutex> lock(order.mutex);
+        taken = cursor->handed_off; // a poller took [p, end) already
+        if (!taken) {
+          cursor->rest = next;
+          cursor->end = end;
+          cursor->rescuable = !(sub.flags & wire::request_one_way);
+          ++cursor->step;
+        }
+      }
+      if (taken) {
+        _running_handlers.fetch_sub(1, std::memory_order_seq_cst);
+        run_queued(); // the slot may be what the run's new thread waits for
+        break;
+      }
       slot_held = true;
-      cursor->rest = next;
-      cursor->end = end;
     }
     handle_request(one, sub, slot_held);
-    if (cursor && cursor->handed_off) break;
     p = next;
   }
 }

@@ -351,6 +351,7 @@ engine::engine(const options& opts, std::unique_ptr<transport> t, std::vector<wo
   for (std::size_t r = 0; r < _workers.size(); ++r) {
     _outboxes.push_back(std::make_unique<outbox>());
     _in_order.push_back(std::make_unique<in_order>());
+    _reply_batches.push_back(std::make_unique<reply_batch>());
   }
   _rrefs = std::make_unique<rref_table>(*this);
 }
@@ -876,13 +877,17 @@ void engine::handle_request(incoming& message, const wire::header& h, bool slot_
     slot.held = false; // released below, after the handler
   } else if (!try_take_slot()) {
     // In an in-order run, the request and what follows it go to a server thread together.
+    // (Within a batch the batch takes the slot first: only a request run on its own gets here.)
     in_order_cursor* cursor = current_cursor();
-    if (cursor && cursor->owner == this && !cursor->handed_off && !cursor->rest) {
+    if (cursor && cursor->owner == this) {
       // Its sender is released first, as for a queued request (dispatch counts it).
       if (h.segment_count > 0 && message.prefetched.empty() && !prefetch_deferred(message, false)) {
         return;
       }
-      cursor->whole = &message;
+      {
+        std::lock_guard<std::mutex> lock(_in_order[static_cast<std::size_t>(cursor->source)]->mutex);
+        cursor->whole = &message;
+      }
       hand_off_in_order();
       return;
     }
@@ -1217,7 +1222,8 @@ void engine::lead() {
       continue;
     }
     const auto now = clock::now(); // one clock read per idle poll, shared with the timeouts
-    if (timeouts_due(now) || _outboxes_filled.load(std::memory_order_relaxed) > 0) {
+    if (timeouts_due(now) || _outboxes_filled.load(std::memory_order_relaxed) > 0 ||
+        _reply_batches_filled.load(std::memory_order_relaxed) > 0) {
       // Sending a batch, or what a timed-out call's continuation sends, may block until the
       // receiver takes it (an MPI_Send that is not eager: two leaders flushing batches to each
       // other with a small eager limit deadlocked). Never while holding the poll mutex, so
@@ -1227,6 +1233,7 @@ void engine::lead() {
       flush_aged_outboxes(now);
       if (!_poll_mutex.try_lock()) return; // leadership moved on
     }
+    rescue_stalled_runs(now);
     const auto idle_for = now - last_activity;
     if (idle_for < _spin_window && _spinning_waiters.load(std::memory_order_relaxed) == 0 &&
         _transport->spinning_transfers() == 0) {
@@ -1238,7 +1245,8 @@ void engine::lead() {
     const bool calls_out = (_pending.size() > 0 && _waiters.load(std::memory_order_relaxed) == 0) ||
                            _held_replies.load() > 0;
     auto cap = calls_out ? std::min(busy_poll_interval, _idle_poll_interval) : _idle_poll_interval;
-    const bool batches_out = _outboxes_filled.load(std::memory_order_relaxed) > 0;
+    const bool batches_out = _outboxes_filled.load(std::memory_order_relaxed) > 0 ||
+                             _reply_batches_filled.load(std::memory_order_relaxed) > 0;
     if (batches_out) cap = std::min(cap, batch_poll_interval); // sent once old enough
     const auto sleep = paced_sleep(idle_for, cap);
     // Deeply idle only if this rank has not called out lately either: between the calls of a
@@ -1279,8 +1287,8 @@ void engine::wait(future_state_base& state) {
   flush_outboxes();
   hand_off_in_order();
   struct reply_batch_pause {
-    reply_batch*& slot = current_reply_batch();
-    reply_batch* saved = std::exchange(slot, nullptr);
+    reply_target& slot = current_reply_target();
+    reply_target saved = std::exchange(slot, reply_target{});
     ~reply_batch_pause() { slot = saved; }
   } no_reply_batch;
   buffer_lease lease;

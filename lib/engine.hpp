@@ -120,13 +120,21 @@ private:
   /// logged and counted), and counted as received if `count_received`.
   bool prefetch_deferred(incoming& message, bool count_received = true) noexcept;
   void continue_in_order(int source);
+  /// Takes the rest of every in-order run whose handler has run for stalled_run_after and
+  /// posts it to a server thread (a poller's idle turn, at most once per stalled_run_after).
+  void rescue_stalled_runs(std::chrono::steady_clock::time_point now) noexcept;
+  /// Moves the unstarted rest of `cursor`'s batch (or its request that found no slot) to the
+  /// front of `order.waiting`; the caller holds order.mutex.
+  void requeue_rest_locked(in_order& order, in_order_cursor& cursor);
   /// Gives the rest of the in-order work this thread runs to a server thread, because the
   /// handler it runs is about to block (or no handler slot is free).
   void hand_off_in_order() noexcept;
   void handle_batch(incoming& message, const wire::header& h);
-  void flush_reply_batch() noexcept;
-  /// Adds a reply (header filled in, no segments) to this thread's reply batch if it is one
-  /// for `dest`; false if the reply must be sent on its own.
+  /// Sends the replies collected for `dest` (none: nothing).
+  void flush_reply_batch(int dest) noexcept;
+  void flush_reply_batch_locked(int dest, reply_batch& batch) noexcept;
+  /// Adds a reply (header filled in, no segments) to the reply batch for `dest` if this thread
+  /// runs a batch of requests from `dest`; false if the reply must be sent on its own.
   bool append_to_reply_batch(int dest, const std::vector<char>& message);
   /// A one-way call's failure: logged and counted, since nobody waits for it.
   void one_way_failed(const std::string& what) noexcept;
@@ -137,7 +145,13 @@ private:
   bool in_burst(int dest) noexcept;
   /// This thread's in-order run and reply batch, if any (thread-local; lib/batching.cpp).
   static in_order_cursor*& current_cursor() noexcept;
-  static reply_batch*& current_reply_batch() noexcept;
+  /// The engine and source of the batch of requests this thread runs (its replies are
+  /// batched), if any.
+  struct reply_target {
+    const engine* owner = nullptr;
+    int dest = -1;
+  };
+  static reply_target& current_reply_target() noexcept;
 
   void thread_main();
   bool follow();
@@ -208,7 +222,10 @@ private:
   std::vector<std::unique_ptr<outbox>> _outboxes;   ///< by destination rank
   std::vector<std::unique_ptr<in_order>> _in_order; ///< by source rank
   std::atomic<int> _outboxes_filled{0};             ///< outboxes holding a batch
+  std::vector<std::unique_ptr<reply_batch>> _reply_batches; ///< by destination rank
+  std::atomic<int> _reply_batches_filled{0};        ///< reply batches holding replies
   std::atomic<std::uint64_t> _ordered_waiting{0};   ///< messages waiting in _in_order
+  std::atomic<std::int64_t> _next_rescue_ns{0};     ///< see rescue_stalled_runs
   std::atomic<int> _held_one_way{0}; ///< one-way async-execution calls not yet complete
 
   // requests waiting for a handler slot

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <future>
@@ -113,9 +114,35 @@ void send_big_back(int back) {
   mpirpc::rpc_async(back, big_sink, std::vector<double>(1 << 17, 1.0)); // 1 MiB, out of line
 }
 
+/// User synchronization between handlers of one burst: `wait_for_gate` blocks (up to 10 s)
+/// until `open_user_gate` runs on the same worker. Returns 1 if it was opened, -1 if not.
+std::mutex g_user_gate_mutex;
+std::condition_variable g_user_gate_cv;
+bool g_user_gate_open = false;
+int wait_for_gate(int) {
+  std::unique_lock<std::mutex> lock(g_user_gate_mutex);
+  return g_user_gate_cv.wait_for(lock, std::chrono::seconds(10), [] { return g_user_gate_open; })
+             ? 1
+             : -1;
+}
+int open_user_gate(int) {
+  {
+    std::lock_guard<std::mutex> lock(g_user_gate_mutex);
+    g_user_gate_open = true;
+  }
+  g_user_gate_cv.notify_all();
+  return 2;
+}
+void close_user_gate() {
+  std::lock_guard<std::mutex> lock(g_user_gate_mutex);
+  g_user_gate_open = false;
+}
+
 } // namespace
 
 MPIRPC_REGISTER(record);
+MPIRPC_REGISTER(wait_for_gate);
+MPIRPC_REGISTER(open_user_gate);
 MPIRPC_REGISTER(record_padded);
 MPIRPC_REGISTER(seen_from);
 MPIRPC_REGISTER(add_up);
@@ -330,4 +357,44 @@ TEST_CASE("a batch to the caller's own rank never blocks the thread that polls",
   const auto [count, ordered] = check.get();
   CHECK(count == 60);
   CHECK(ordered);
+}
+
+TEST_CASE("a handler of a burst that waits for a later call of the burst does not hold it back",
+          "[rpc_ff][batching]") {
+  // The burst travels as one batch and runs on one thread; a handler blocked on user
+  // synchronization (not on a future) is noticed by a poller, which hands the rest on.
+  close_user_gate();
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  const auto before = mpirpc::stats();
+  constexpr int n = 64; // enough for a batch even where calls are slow (sanitizers)
+  std::vector<mpirpc::future<int>> futures;
+  for (int i = 0; i < n; ++i)
+    futures.push_back(mpirpc::rpc_async(to, add, i, 1));
+  futures.push_back(mpirpc::rpc_async(to, wait_for_gate, 0));
+  futures.push_back(mpirpc::rpc_async(to, open_user_gate, 0));
+  CHECK(futures[n].wait() == 1);
+  CHECK(futures[n + 1].wait() == 2);
+  for (int i = 0; i < n; ++i)
+    CHECK(futures[static_cast<std::size_t>(i)].wait() == i + 1);
+  CHECK(mpirpc::stats().messages_batched > before.messages_batched); // the case under test
+  mpirpc_test::barrier();
+}
+
+TEST_CASE("replies made before a handler that blocks are not held until it returns",
+          "[rpc_ff][batching]") {
+  // The caller opens the gate only once the replies sent before the blocked handler started
+  // have come; they leave without waiting for the batch to finish.
+  close_user_gate();
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  std::vector<mpirpc::future<int>> futures;
+  for (int i = 0; i < 8; ++i)
+    futures.push_back(mpirpc::rpc_async(to, add, i, 1));
+  auto blocked = mpirpc::rpc_async(to, wait_for_gate, 0);
+  for (int i = 0; i < 8; ++i)
+    CHECK(futures[static_cast<std::size_t>(i)].wait() == i + 1);
+  CHECK(mpirpc::rpc_sync(to, open_user_gate, 0) == 2);
+  CHECK(blocked.wait() == 1);
+  mpirpc_test::barrier();
 }
