@@ -79,6 +79,21 @@ void engine::send_counted(int dest, int tag, const char* data, std::size_t size)
   }
 }
 
+void engine::send_batch(int dest, int tag, std::vector<char>& bytes, std::uint32_t count) {
+  seal(bytes, count);
+  // Counted before it leaves, as _sent is: whoever has seen it arrive (and synchronized with
+  // this rank since) must see it counted here too. A send that fails takes it back.
+  _batches_sent.fetch_add(1, std::memory_order_seq_cst);
+  _messages_batched.fetch_add(count, std::memory_order_seq_cst);
+  try {
+    send_counted(dest, tag, bytes.data(), bytes.size());
+  } catch (...) {
+    _batches_sent.fetch_sub(1, std::memory_order_seq_cst);
+    _messages_batched.fetch_sub(count, std::memory_order_seq_cst);
+    throw;
+  }
+}
+
 void engine::send_or_batch(int dest, std::vector<char>& buffer, std::uint64_t call_id,
                            bool may_batch) {
   outbox& box = *_outboxes[static_cast<std::size_t>(dest)];
@@ -147,10 +162,7 @@ void engine::flush_locked(int dest, outbox& box, std::vector<std::uint64_t>& fai
       send_counted(dest, wire::tag_request, box.bytes.data() + sizeof(wire::header),
                    box.bytes.size() - sizeof(wire::header));
     } else {
-      seal(box.bytes, count);
-      send_counted(dest, wire::tag_request, box.bytes.data(), box.bytes.size());
-      _batches_sent.fetch_add(1, std::memory_order_relaxed);
-      _messages_batched.fetch_add(count, std::memory_order_relaxed);
+      send_batch(dest, wire::tag_request, box.bytes, count);
     }
   } catch (...) {
     failure = std::current_exception();
@@ -295,10 +307,7 @@ void engine::flush_reply_batch_locked(int dest, reply_batch& batch) noexcept {
       send_counted(dest, wire::tag_reply, batch.bytes.data() + sizeof(wire::header),
                    batch.bytes.size() - sizeof(wire::header));
     } else {
-      seal(batch.bytes, batch.count);
-      send_counted(dest, wire::tag_reply, batch.bytes.data(), batch.bytes.size());
-      _batches_sent.fetch_add(1, std::memory_order_relaxed);
-      _messages_batched.fetch_add(batch.count, std::memory_order_relaxed);
+      send_batch(dest, wire::tag_reply, batch.bytes, batch.count);
     }
   } catch (const std::exception& e) {
     // The callers' calls then time out (or fail at shutdown), as for a lost single reply.
@@ -513,7 +522,6 @@ void engine::handle_batch(incoming& message, const wire::header& h) {
   const bool requests = message.tag == wire::tag_request;
   in_order_cursor* cursor = requests ? current_cursor() : nullptr;
   if (cursor && cursor->owner != this) cursor = nullptr;
-  if (cursor) cursor->whole = nullptr;
   // The replies to these requests leave together when the batch is done (or earlier: see
   // reply_batch).
   reply_target& reply_slot = current_reply_target();

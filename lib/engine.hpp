@@ -109,6 +109,9 @@ private:
   void flush_aged_outboxes(std::chrono::steady_clock::time_point now) noexcept;
   /// Sends a message on the raw transport as one counted control message (no segments).
   void send_counted(int dest, int tag, const char* data, std::size_t size);
+  /// Seals `bytes` (a batch header's room, then `count` >= 2 messages) and sends it, counted in
+  /// batches_sent and messages_batched before it leaves.
+  void send_batch(int dest, int tag, std::vector<char>& bytes, std::uint32_t count);
   /// Leader, holding _poll_mutex: whether a received message runs now, in order, or waits
   /// behind the requests from its source that run already.
   route route_received(incoming& message);
