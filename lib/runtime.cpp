@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include <mpirpc/detail/spare_buffers.hpp>
 #include <mpirpc/errors.hpp>
 #include <mpirpc/rpc.hpp>
 
@@ -353,6 +354,7 @@ void init_rpc(options opts) {
   if (!conflicts.empty()) problem += "conflicting function registrations: " + conflicts;
   if (opts.name.empty()) opts.name = "worker" + std::to_string(t->rank());
   std::vector<worker_info> workers = agree_on_workers(*t, opts.name, reg.digest(), problem);
+  spare_budget.store(opts.spare_buffer_bytes, std::memory_order_relaxed);
   g_engines.push_back(std::make_unique<engine>(opts, std::move(t), std::move(workers), spin));
   engine* e = g_engines.back().get();
   reg.set_frozen(true);
@@ -406,6 +408,7 @@ void shutdown(bool graceful, std::chrono::duration<double> timeout) {
     g_engine.store(nullptr, std::memory_order_release);
     e->stop(reason);
     e->rrefs().clear();
+    release_spare_buffers(); // the memory kept for large vectors goes back with the runtime
     registry::instance().set_frozen(false);
   }
   if (!timed_out.empty()) throw shutdown_error(timed_out);

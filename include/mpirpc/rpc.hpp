@@ -192,6 +192,21 @@ template <class P, class Arg> void save_argument(writer& w, Arg&& arg) {
   }
 }
 
+/// Once a request has left (its out-of-line buffers included), an argument passed as an rvalue
+/// of exactly the parameter's type, when that is a large vector of trivially copyable elements,
+/// is kept for reuse: the reply, or the next large vector of its type that this process
+/// receives, goes into its storage without being zero-filled first (detail/spare_buffers.hpp).
+/// The argument is then left empty. Lvalues and converted arguments are never touched.
+template <class P, class Arg, class Stored> void offer_argument(Stored& arg) noexcept {
+  using V = std::decay_t<P>;
+  if constexpr (std::is_rvalue_reference_v<Arg> && !std::is_const_v<std::remove_reference_t<Arg>> &&
+                std::is_same_v<std::decay_t<Arg>, V>) {
+    offer_spare(arg);
+  } else {
+    (void)arg;
+  }
+}
+
 /// Builds one request and passes it to `send(request)`, whose result it returns: `prefix(w)`
 /// writes what comes before the arguments (see the flags). Builds it again when an rref in it
 /// had no weight left to give. Precondition: arguments_fit<Params, ArgTuple>.
@@ -205,7 +220,11 @@ auto build_request(Prefix&& prefix, ArgTuple&& args, Send&& send, std::index_seq
       (save_argument<std::tuple_element_t<I, Params>>(
            w, std::forward<std::tuple_element_t<I, std::decay_t<ArgTuple>>>(std::get<I>(args))),
        ...);
-      return send(request);
+      auto sent = send(request);
+      (offer_argument<std::tuple_element_t<I, Params>,
+                      std::tuple_element_t<I, std::decay_t<ArgTuple>>>(std::get<I>(args)),
+       ...);
+      return sent;
     } catch (rref_weight_exhausted& e) {
       abandon_request();
       e.replenished.wait(); // then build the request again
@@ -299,6 +318,13 @@ auto rpc_async_dispatch(const destination& to, Fn fn, Args&&... args) {
 
 /// Calls fn(args...) on `to` and returns a future of its result at once.
 /// Precondition: the runtime is running (else shutdown_error); fn is registered.
+/// Arguments are serialized before this returns; large std::vector/std::string buffers are sent
+/// straight from their storage, which MPI has finished reading when this returns. A large
+/// std::vector of trivially copyable elements passed as an rvalue of exactly the parameter's
+/// type (rpc_async(to, f, std::move(v))) is then kept, within options::spare_buffer_bytes, so
+/// that a reply or another argument of that type is received into it without being
+/// zero-filled first; v is left empty when it is kept and untouched when it is not (also
+/// rpc_sync, rpc_ff and remote).
 template <class Fn, class... Args> auto rpc_async(const destination& to, Fn fn, Args&&... args) {
   return detail::rpc_async_dispatch(to, fn, std::forward<Args>(args)...);
 }

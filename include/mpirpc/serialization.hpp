@@ -9,10 +9,13 @@
 //     large_payload_threshold bytes are not copied into the message at all: they travel as a
 //     separate MPI message sent straight from (and received straight into) their storage.
 //     A received std::vector is resized before the data is received into it, which
-//     value-initialises (zero-fills) it first: 2-3 ms for a std::vector<double> of 16 MiB on
-//     the 2-core development machine (W3 echo: 16 ms a round trip, 13 ms without that pass).
-//     A vector whose allocator default-initialises (its construct(p) with no arguments does
-//     `::new (p) T`) is not zero-filled.
+//     value-initialises (zero-fills) it first: 1.3-1.8 ms for a std::vector<double> of 16 MiB
+//     on the 2-core development machine, where its whole echo takes 11-17 ms. So large vectors
+//     that mpirpc is done with (a handler's result once sent, an argument passed as an rvalue
+//     once sent) are kept, a few and within options::spare_buffer_bytes, and the next large
+//     vector of the same type is received into one of them without that pass (see
+//     detail/spare_buffers.hpp). A vector whose allocator default-initialises (its
+//     construct(p) with no arguments does `::new (p) T`) is not zero-filled in the first place.
 //  2. Composites of serializable types: std::vector, std::array, std::pair, std::tuple,
 //     std::map, std::unordered_map, std::optional, element by element, still without an archive.
 //  3. Everything else through Boost.Serialization (written by detail::checked_oarchive, in the
@@ -56,6 +59,7 @@
 
 #include <mpirpc/detail/checked_iarchive.hpp>
 #include <mpirpc/detail/checked_oarchive.hpp>
+#include <mpirpc/detail/spare_buffers.hpp>
 #include <mpirpc/errors.hpp>
 
 namespace mpirpc {
@@ -63,6 +67,8 @@ namespace mpirpc {
 /// Contiguous buffers of at least this many bytes travel as their own MPI message, without
 /// being copied into the call's message.
 inline constexpr std::size_t large_payload_threshold = 32 * 1024;
+static_assert(detail::spare_min_bytes == large_payload_threshold,
+              "only vectors that travel out of line are kept for reuse");
 
 template <class T> struct is_serializable;
 
@@ -340,6 +346,11 @@ struct codec<std::vector<T, A>, std::enable_if_t<is_serializable<T>::value>> {
     if constexpr (contiguous) {
       r.read_buffer(
           [&](std::size_t n) -> void* {
+            // Storage kept from an earlier large vector of this type is not zero-filled again
+            // (detail/spare_buffers.hpp).
+            if constexpr (is_spare_vector_v<std::vector<T, A>>) {
+              if (spare_vectors<std::vector<T, A>>::take(v, n / sizeof(T))) return v.data();
+            }
             v.resize(n / sizeof(T));
             return v.data();
           },

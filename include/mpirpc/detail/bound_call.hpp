@@ -15,6 +15,7 @@
 #include <utility>
 
 #include <mpirpc/errors.hpp>
+#include <mpirpc/detail/spare_buffers.hpp>
 #include <mpirpc/future.hpp>
 #include <mpirpc/serialization.hpp>
 
@@ -191,8 +192,9 @@ void run_and_reply(Call&& call, reply_token& token, std::shared_ptr<void> keep =
       reply_with_future_outcome(reply->token, done);
     });
   } else {
-    const R result = call();
+    R result = call();
     reply_with_value<R>(token, result);
+    offer_spare(result); // sent: its storage may receive the next argument of its type
   }
 }
 

@@ -96,6 +96,9 @@ void invoke_handler(raw_function raw, reader& in, reply_token& token) {
   std::tuple<std::decay_t<P>...> args;
   decode_arguments(in, args);
   run_and_reply<R>([&]() -> R { return std::apply(fn, std::move(args)); }, token);
+  // What the function did not take (a parameter by const reference) may receive the next
+  // argument of its type.
+  std::apply([](auto&... a) { (offer_spare(a), ...); }, args);
 }
 
 /// A member function reached without an object (only a forged or mismatched request can).
