@@ -100,6 +100,36 @@ elif ! grep -q 'does not exist' "$work/stderr"; then
   cat "$work/stderr" >&2
 fi
 
+# ---- 4. rounds (mpi_scripts/bench --repeat K): each figure is the median of its lines, and
+# ratios are taken between medians. W1: raw 0.40, 0.30, 0.50 (median 0.40) and mpirpc 2.0,
+# 1.0 (even count: 1.5), so 3.75×, which holds; the last lines alone (0.50 vs 1.0) would give
+# 2.00× and the first pair 5.00×. W2: raw 4, 9, 1 M/s (median 4 M/s), mpirpc 1.3 M/s: 0.33×.
+cat > "$work/rounds.jsonl" <<'LINES'
+{"round": 1, "workload": "W1", "system": "mpi", "ranks": 2, "median_us": 0.40}
+{"round": 1, "workload": "W1", "system": "mpirpc", "ranks": 2, "median_us": 2.0}
+{"round": 2, "workload": "W1", "system": "mpi", "ranks": 2, "median_us": 0.30}
+{"round": 2, "workload": "W1", "system": "mpirpc", "ranks": 2, "median_us": 1.0}
+{"round": 3, "workload": "W1", "system": "mpi", "ranks": 2, "median_us": 0.50}
+{"round": 1, "workload": "W2", "system": "mpi", "ranks": 2, "calls_per_s": 4000000}
+{"round": 2, "workload": "W2", "system": "mpi", "ranks": 2, "calls_per_s": 9000000}
+{"round": 3, "workload": "W2", "system": "mpi", "ranks": 2, "calls_per_s": 1000000}
+{"round": 1, "workload": "W2", "system": "mpirpc", "ranks": 2, "calls_per_s": 1300000}
+LINES
+if ! "$report" --no-plot "$work/rounds.jsonl" > "$work/rounds.md" 2> "$work/stderr"; then
+  cat "$work/stderr" >&2
+  fail "bench_report failed on repeated rounds"
+fi
+[ "$(cell "$work/rounds.md" 2 'W1 ')" = "0.40 µs" ] || fail "raw W1 over rounds is not the median 0.40 µs"
+[ "$(cell "$work/rounds.md" 3 'W1 ')" = "1.50 µs" ] ||
+  fail "mpirpc W1 over two rounds is not the mean of the middle two, 1.50 µs"
+[ "$(cell "$work/rounds.md" 4 'W1 ')" = "3.75×" ] || fail "W1 ratio over rounds is not 3.75×"
+[ "$(cell "$work/rounds.md" 6 'W1 ')" = "yes" ] || fail "W1 over rounds does not hold"
+[ "$(cell "$work/rounds.md" 4 'W2 `rpc_async`')" = "0.33×" ] || fail "W2 ratio over rounds is not 0.33×"
+grep -q 'median over the rounds of the run (up to 3 lines each)' "$work/rounds.md" ||
+  fail "the table does not say that its figures are medians over rounds"
+grep -q 'median over the rounds' "$work/table.md" &&
+  fail "a table of single lines claims medians over rounds"
+
 if [ "$failures" -ne 0 ]; then
   echo "bench_report_test: $failures check(s) failed" >&2
   exit 1
