@@ -28,6 +28,9 @@ using clock = std::chrono::steady_clock;
 constexpr auto busy_poll_interval = std::chrono::microseconds(200);
 /// Longest sleep of a thread waiting for a reply between its polls.
 constexpr auto waiter_max_sleep = std::chrono::microseconds(1000);
+/// On an oversubscribed node, a waiter past its spin sleeps at least this fraction of the time
+/// it has waited, so that it notices its reply at most that much late.
+constexpr int waiter_sleep_divisor = 8;
 /// A rank that sent a request within this window does not count as deeply idle.
 constexpr auto recent_call_window = std::chrono::milliseconds(50);
 /// Shortest sleep between polls.
@@ -340,11 +343,12 @@ private:
 };
 
 engine::engine(const options& opts, std::unique_ptr<transport> t, std::vector<worker_info> workers,
-               bool spin_allowed)
+               bool spin_allowed, bool oversubscribed)
     : _num_handlers(opts.num_worker_threads), _max_outstanding(opts.max_outstanding_calls),
       _default_timeout_s(opts.rpc_timeout.count()), _idle_poll_interval(opts.idle_poll_interval),
       _transport(std::move(t)), _workers(std::move(workers)), _rank(_transport->rank()),
       _spin_window(spin_allowed ? spin_window : std::chrono::microseconds(0)),
+      _oversubscribed(oversubscribed),
       _pending(static_cast<int>(_workers.size())) {
   for (const auto& w : _workers)
     _rank_of_name.emplace(w.name, w.id);
@@ -1280,6 +1284,19 @@ void engine::lead() {
 // ---------------------------------------------------------------------------------------------
 // Waiting
 
+std::chrono::microseconds engine::waiter_sleep(clock::duration waited) const noexcept {
+  const auto paced = paced_sleep(waited, waiter_max_sleep);
+  if (!_oversubscribed) return paced;
+  // More ranks than cores: every wake-up of this thread takes a core from a rank that is
+  // working, very likely on this thread's reply (W6, a 64-hop chain of about 700 us on 3 ranks
+  // and 2 cores: worker0's waiter polling every few microseconds after its spin made the chain
+  // 20-40 % slower). So the sleep grows with the wait: a reply is noticed at most an eighth of
+  // the wait late, and a long wait costs a few dozen wake-ups, not hundreds.
+  const auto share = std::chrono::duration_cast<std::chrono::microseconds>(waited) /
+                     waiter_sleep_divisor;
+  return std::max(paced, std::min(share, waiter_max_sleep));
+}
+
 void engine::wait(future_state_base& state) {
   use_fine_timer_slack();
   // What this thread batched leaves now, and an in-order run it is in goes on elsewhere: the
@@ -1330,7 +1347,7 @@ void engine::wait(future_state_base& state) {
       spinning = false;
       _spinning_waiters.fetch_sub(1, std::memory_order_relaxed);
     }
-    state.sleep_until(now + paced_sleep(now - start, waiter_max_sleep));
+    state.sleep_until(now + waiter_sleep(now - start));
   }
   if (!state.done()) state.sleep_until_done();
 }

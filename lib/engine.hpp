@@ -31,8 +31,9 @@ namespace mpirpc::detail {
 class engine {
 public:
   /// `spin_allowed`: whether pollers may spin while traffic flows (see options::busy_poll).
+  /// `oversubscribed`: whether this node runs more of the ranks than it has cores (see wait()).
   engine(const options& opts, std::unique_ptr<transport> t, std::vector<worker_info> workers,
-         bool spin_allowed);
+         bool spin_allowed, bool oversubscribed = false);
   ~engine();
   engine(const engine&) = delete;
   engine& operator=(const engine&) = delete;
@@ -87,6 +88,10 @@ public:
   static bool on_engine_thread() noexcept;
 
 private:
+  /// How long a waiter that found no reply sleeps before it polls again, `waited` into its
+  /// wait (after its spin): paced_sleep, and on an oversubscribed node at least an eighth of
+  /// `waited`.
+  std::chrono::microseconds waiter_sleep(std::chrono::steady_clock::duration waited) const noexcept;
   friend struct testing_access; // lib/testing.cpp: the raw-message test seam
   struct segment_stream;
   class admission;
@@ -197,6 +202,7 @@ private:
   std::unordered_map<std::string, int> _rank_of_name;
   int _rank;
   const std::chrono::microseconds _spin_window; ///< zero: never spin
+  const bool _oversubscribed; ///< more ranks on this node than cores (paces waiters, wait())
 
   pending_calls _pending;
   std::unique_ptr<rref_table> _rrefs;

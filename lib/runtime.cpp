@@ -108,6 +108,13 @@ bool spinning_allowed(busy_polling policy, int local_ranks) {
   return cores > 0 && local_ranks <= 2 * cores;
 }
 
+/// Whether this node runs more of the communicator's ranks than it has cores: a thread that
+/// wakes up then takes a core from another rank's (engine::wait paces its polls for that).
+bool node_oversubscribed(int local_ranks) {
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  return cores > 0 && local_ranks > cores;
+}
+
 /// Every rank's string, gathered on every rank. Collective over `comm`.
 std::vector<std::string> gather_strings(MPI_Comm comm, int size, const std::string& mine) {
   std::vector<int> counts(static_cast<std::size_t>(size));
@@ -355,7 +362,8 @@ void init_rpc(options opts) {
   if (opts.name.empty()) opts.name = "worker" + std::to_string(t->rank());
   std::vector<worker_info> workers = agree_on_workers(*t, opts.name, reg.digest(), problem);
   spare_budget.store(opts.spare_buffer_bytes, std::memory_order_relaxed);
-  g_engines.push_back(std::make_unique<engine>(opts, std::move(t), std::move(workers), spin));
+  g_engines.push_back(std::make_unique<engine>(opts, std::move(t), std::move(workers), spin,
+                                               node_oversubscribed(local_ranks)));
   engine* e = g_engines.back().get();
   reg.set_frozen(true);
   g_ever_started = true;
