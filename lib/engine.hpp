@@ -150,7 +150,7 @@ private:
   void drop_outboxes() noexcept;
   void wake_idle_leader() noexcept;
   /// Whether a request to `dest` now is part of a burst to a busy destination (then batched).
-  bool in_burst(int dest) noexcept;
+  bool in_burst(int dest, std::chrono::steady_clock::time_point now) noexcept;
   /// This thread's in-order run and reply batch, if any (thread-local; lib/batching.cpp).
   static in_order_cursor*& current_cursor() noexcept;
   /// The engine and source of the batch of requests this thread runs (its replies are
@@ -174,9 +174,11 @@ private:
   void send_error_reply(int dest, std::uint64_t call_id, std::uint64_t function_id,
                         wire::error_code code, const std::string& type, const std::string& message,
                         const std::string& origin) noexcept;
+  /// `now`: the caller's reading of the clock, if it has one (a request's start), else epoch.
   void send_message(int dest, int tag, std::vector<char>& buffer, wire::kind kind,
                     std::uint64_t call_id, std::uint64_t function_id,
-                    const std::vector<segment>& segments, std::uint16_t flags = 0);
+                    const std::vector<segment>& segments, std::uint16_t flags = 0,
+                    std::chrono::steady_clock::time_point now = {});
   /// Flow control: waits until a call to `dest` fits under options::max_outstanding_calls and
   /// reserves its room; false if `deadline` passes first. Throws shutdown_error if stopping.
   bool wait_for_room(int dest, std::chrono::steady_clock::time_point deadline);
