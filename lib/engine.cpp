@@ -512,7 +512,7 @@ bool engine::wait_for_room(int dest, clock::time_point deadline) {
   }
 }
 
-void engine::send_request(int dest, const function_entry& fn, std::uint16_t flags,
+bool engine::send_request(int dest, const function_entry& fn, std::uint16_t flags,
                           request_buffers& request, std::shared_ptr<reply_sink> sink,
                           double timeout_s) {
   const function_entry* entry = &fn;
@@ -545,7 +545,7 @@ void engine::send_request(int dest, const function_entry& fn, std::uint16_t flag
         " earlier calls to " + callee +
         " still awaited their replies (options::max_outstanding_calls = " +
         std::to_string(_max_outstanding) + ")")));
-    return;
+    return false;
   }
   const admission admitted(*this);
   if (!admitted) {
@@ -567,6 +567,7 @@ void engine::send_request(int dest, const function_entry& fn, std::uint16_t flag
   }
   _requests_sent.fetch_add(1, std::memory_order_relaxed);
   wake_idle_leader();
+  return true;
 }
 
 namespace {
@@ -626,10 +627,10 @@ struct hold_release {
 };
 } // namespace
 
-void engine::send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
+bool engine::send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
   if (token.one_way) { // nobody waits for the value
     if (token.held) _held_one_way.fetch_sub(1, std::memory_order_seq_cst);
-    return;
+    return true;
   }
   const hold_release release{token, _held_replies};
   bool may_wait = !in_progress_callback();
@@ -639,7 +640,7 @@ void engine::send_reply_value(reply_token& token, save_fn save, const void* valu
     bool exhausted = false;
     {
       const admission admitted(*this);
-      if (!admitted) return; // a late reply of an async handler after shutdown
+      if (!admitted) return true; // a late reply of an async handler after shutdown
       // rrefs in the result give weight to the reply: kept if it is sent, given back if not.
       struct fork_guard {
         std::size_t mark = rref_table::fork_log_mark();
@@ -656,6 +657,7 @@ void engine::send_reply_value(reply_token& token, save_fn save, const void* valu
       const trim_on_exit trim{buffer};
       std::vector<segment> segments;
       const char* failed = nullptr;
+      bool send_failed = false; // MPI may still read the value's buffers
       std::string what;
       try {
         buffer.resize(sizeof(wire::header));
@@ -683,9 +685,10 @@ void engine::send_reply_value(reply_token& token, save_fn save, const void* valu
           send_message(token.source, wire::tag_reply, buffer, wire::kind::reply_value,
                        token.call_id, token.function_id, segments);
           forks.sent = true;
-          return;
+          return true;
         } catch (...) {
           failed = "sent";
+          send_failed = true;
           what = describe_exception(std::current_exception()).message;
         }
       }
@@ -695,7 +698,7 @@ void engine::send_reply_value(reply_token& token, save_fn save, const void* valu
                          "the result of '" + function_name(token.function_id) + "' could not be " +
                              failed + " on " + self().name + ": " + what,
                          self().name);
-        return;
+        return !send_failed;
       }
     }
     // An rref in the result had no weight left: wait until its owner gave more, then build the

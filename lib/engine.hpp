@@ -48,7 +48,8 @@ public:
 
   // ---- calls (any thread)
   /// Sends a request for `fn` with the given wire flags (see rpc.hpp's on_rref/creates_rref).
-  void send_request(int dest, const function_entry& fn, std::uint16_t flags,
+  /// False if the call timed out waiting for room and was never sent (`sink` has the error).
+  bool send_request(int dest, const function_entry& fn, std::uint16_t flags,
                     request_buffers& request, std::shared_ptr<reply_sink> sink, double timeout_s);
   /// Sends a one-way request (rpc_ff): batched with this rank's other messages to `dest`, in
   /// the order of the calls (lib/batching.cpp).
@@ -56,7 +57,8 @@ public:
   /// Sends every batch still being built. Called before a thread waits, by pollers for batches
   /// older than batch_delay, and by quiesce().
   void flush_outboxes() noexcept;
-  void send_reply_value(reply_token& token, save_fn save, const void* value) noexcept;
+  /// False only if sending the value failed part way: MPI may then still read its buffers.
+  bool send_reply_value(reply_token& token, save_fn save, const void* value) noexcept;
   void send_reply_error(reply_token& token, std::exception_ptr error) noexcept;
   void hold_reply(reply_token& token) noexcept;
 

@@ -255,17 +255,19 @@ resolved_call resolve_call(const destination& to, const call_target& target) {
 }
 } // namespace
 
-void send_call(const destination& to, const call_target& target, std::uint16_t flags,
+bool send_call(const destination& to, const call_target& target, std::uint16_t flags,
                request_buffers& request, std::shared_ptr<reply_sink> sink, double timeout_s) {
   const trim_on_exit trim{request.payload};
+  bool sent = false;
   try {
     const resolved_call call = resolve_call(to, target);
-    call.e.send_request(call.dest, call.entry, flags, request, std::move(sink), timeout_s);
+    sent = call.e.send_request(call.dest, call.entry, flags, request, std::move(sink), timeout_s);
   } catch (...) {
     rref_table::fork_log_undo(0);
     throw;
   }
   rref_table::fork_log_commit(0);
+  return sent;
 }
 
 void send_one_way(const destination& to, const call_target& target, request_buffers& request) {
@@ -286,8 +288,9 @@ engine* engine_for(const reply_token& token) noexcept {
 }
 } // namespace
 
-void send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
-  if (engine* e = engine_for(token)) e->send_reply_value(token, save, value);
+bool send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
+  engine* e = engine_for(token);
+  return e ? e->send_reply_value(token, save, value) : true;
 }
 
 void send_reply_error(reply_token& token, std::exception_ptr error) noexcept {
@@ -416,7 +419,10 @@ void shutdown(bool graceful, std::chrono::duration<double> timeout) {
     g_engine.store(nullptr, std::memory_order_release);
     e->stop(reason);
     e->rrefs().clear();
-    release_spare_buffers(); // the memory kept for large vectors goes back with the runtime
+    // The memory kept for large vectors goes back with the runtime, and none is kept until the
+    // next init_rpc (a call that races with this shutdown finds no budget).
+    spare_budget.store(0, std::memory_order_relaxed);
+    release_spare_buffers();
     registry::instance().set_frozen(false);
   }
   if (!timed_out.empty()) throw shutdown_error(timed_out);

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
 // The registry of spare-vector pools (include/mpirpc/detail/spare_buffers.hpp), so that the
 // runtime can free what they keep at shutdown.
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <vector>
 
@@ -8,11 +11,16 @@
 
 namespace mpirpc::detail {
 
+std::atomic<std::size_t> spare_budget{std::size_t(32) << 20};
+std::atomic<std::size_t> spare_held{0};
+std::atomic<std::uint64_t> spare_takes{0};
+
 namespace {
 std::mutex g_pools_mutex;
 std::vector<void (*)() noexcept>& pools() {
-  static std::vector<void (*)() noexcept> all;
-  return all;
+  // Never destroyed, like the pools: a runtime may shut down from a static destructor.
+  static auto* all = new std::vector<void (*)() noexcept>;
+  return *all;
 }
 } // namespace
 

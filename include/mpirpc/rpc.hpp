@@ -113,7 +113,9 @@ inline constexpr std::uint16_t creates_rref = 2;
 
 /// Resolves the destination and target, then sends. Throws at the call site for an unknown
 /// worker or function or a stopped runtime. `timeout_s` < 0 means the runtime's default.
-void send_call(const destination& to, const call_target& target, std::uint16_t flags,
+/// False if the call timed out waiting for room (flow control) and was never sent: `sink`
+/// has that error.
+bool send_call(const destination& to, const call_target& target, std::uint16_t flags,
                request_buffers& request, std::shared_ptr<reply_sink> sink, double timeout_s);
 inline void send_request(const destination& to, raw_function fn, request_buffers& request,
                          std::shared_ptr<reply_sink> sink, double timeout_s) {
@@ -194,7 +196,7 @@ template <class P, class Arg> void save_argument(writer& w, Arg&& arg) {
 
 /// Once a request has left (its out-of-line buffers included), an argument passed as an rvalue
 /// of exactly the parameter's type, when that is a large vector of trivially copyable elements,
-/// is kept for reuse: the reply, or the next large vector of its type that this process
+/// may be kept for reuse: the reply, or the next large vector of its type that this process
 /// receives, goes into its storage without being zero-filled first (detail/spare_buffers.hpp).
 /// The argument is then left empty. Lvalues and converted arguments are never touched.
 template <class P, class Arg, class Stored> void offer_argument(Stored& arg) noexcept {
@@ -207,9 +209,18 @@ template <class P, class Arg, class Stored> void offer_argument(Stored& arg) noe
   }
 }
 
-/// Builds one request and passes it to `send(request)`, whose result it returns: `prefix(w)`
-/// writes what comes before the arguments (see the flags). Builds it again when an rref in it
-/// had no weight left to give. Precondition: arguments_fit<Params, ArgTuple>.
+/// What a request's `send` step returns to build_request: its result, and whether the
+/// request left (false: it failed before it was sent, its error already in the result).
+template <class R> struct request_outcome {
+  R result;
+  bool left = true;
+};
+
+/// Builds one request and passes it to `send(request)`, which returns a request_outcome whose
+/// result this returns: `prefix(w)` writes what comes before the arguments (see the flags).
+/// Builds it again when an rref in it had no weight left to give. Once the request has left,
+/// offers its rvalue arguments for reuse (offer_argument). Precondition:
+/// arguments_fit<Params, ArgTuple>.
 template <class Params, class ArgTuple, class Prefix, class Send, std::size_t... I>
 auto build_request(Prefix&& prefix, ArgTuple&& args, Send&& send, std::index_sequence<I...>) {
   for (;;) {
@@ -220,11 +231,13 @@ auto build_request(Prefix&& prefix, ArgTuple&& args, Send&& send, std::index_seq
       (save_argument<std::tuple_element_t<I, Params>>(
            w, std::forward<std::tuple_element_t<I, std::decay_t<ArgTuple>>>(std::get<I>(args))),
        ...);
-      auto sent = send(request);
-      (offer_argument<std::tuple_element_t<I, Params>,
-                      std::tuple_element_t<I, std::decay_t<ArgTuple>>>(std::get<I>(args)),
-       ...);
-      return sent;
+      auto outcome = send(request);
+      if (outcome.left) {
+        (offer_argument<std::tuple_element_t<I, Params>,
+                        std::tuple_element_t<I, std::decay_t<ArgTuple>>>(std::get<I>(args)),
+         ...);
+      }
+      return std::move(outcome.result);
     } catch (rref_weight_exhausted& e) {
       abandon_request();
       e.replenished.wait(); // then build the request again
@@ -244,9 +257,10 @@ future<Result> issue_call(const destination& to, const call_target& target, std:
       std::forward<Prefix>(prefix), std::forward<ArgTuple>(args),
       [&](request_buffers& request) {
         auto state = std::make_shared<call_state<Result>>();
-        send_call(to, target, flags, request, state, timeout_s);
-        return make_future_from_state<Result>(
-            std::shared_ptr<future_state<Result>>(std::move(state)));
+        const bool left = send_call(to, target, flags, request, state, timeout_s);
+        return request_outcome<future<Result>>{
+            make_future_from_state<Result>(std::shared_ptr<future_state<Result>>(std::move(state))),
+            left};
       },
       seq);
 }
@@ -266,7 +280,7 @@ void call_one_way(const destination& to, Fn fn, ArgTuple&& args, std::index_sequ
         [](writer&) {}, std::forward<ArgTuple>(args),
         [&](request_buffers& request) {
           send_one_way(to, call_target{reinterpret_cast<raw_function>(fn), nullptr, 0}, request);
-          return 0;
+          return request_outcome<int>{0, true}; // a one-way call that was not sent throws
         },
         seq);
   }
@@ -321,10 +335,12 @@ auto rpc_async_dispatch(const destination& to, Fn fn, Args&&... args) {
 /// Arguments are serialized before this returns; large std::vector/std::string buffers are sent
 /// straight from their storage, which MPI has finished reading when this returns. A large
 /// std::vector of trivially copyable elements passed as an rvalue of exactly the parameter's
-/// type (rpc_async(to, f, std::move(v))) is then kept, within options::spare_buffer_bytes, so
-/// that a reply or another argument of that type is received into it without being
-/// zero-filled first; v is left empty when it is kept and untouched when it is not (also
-/// rpc_sync, rpc_ff and remote).
+/// type (rpc_async(to, f, std::move(v))) may then be kept, within
+/// options::spare_buffer_bytes, so that a reply or another argument of that type is received
+/// into it without being zero-filled first; v is left empty when it is kept and untouched when
+/// it is not (its size, the budget and what is kept already decide; a call that fails before
+/// it is sent keeps nothing). Do not use v after std::move(v) either way. Also rpc_sync,
+/// rpc_ff, remote and the calls of an rref.
 template <class Fn, class... Args> auto rpc_async(const destination& to, Fn fn, Args&&... args) {
   return detail::rpc_async_dispatch(to, fn, std::forward<Args>(args)...);
 }

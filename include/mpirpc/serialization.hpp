@@ -368,6 +368,14 @@ struct codec<std::vector<T, A>, std::enable_if_t<is_serializable<T>::value>> {
   }
 };
 
+/// Offers `value` to its type's pool (detail/spare_buffers.hpp) if it is a vector that the
+/// codec receives in one piece (is_plain elements), the only kind a decode takes back.
+template <class T> void offer_spare(T& value) noexcept {
+  if constexpr (is_spare_vector_v<T>) {
+    if constexpr (codec<T>::contiguous) spare_vectors<T>::offer(value);
+  }
+}
+
 template <class T, std::size_t N>
 struct codec<std::array<T, N>,
              std::enable_if_t<!is_plain_v<std::array<T, N>> && is_serializable<T>::value>> {

@@ -22,11 +22,18 @@ namespace {
 using doubles = std::vector<double>;
 constexpr std::size_t min_doubles = spare_min_bytes / sizeof(double);
 
+/// Marks V as received in this process (a decode asked for one), without which none is kept.
+template <class V> void want() {
+  V v;
+  spare_vectors<V>::take(v, spare_min_bytes / sizeof(typename V::value_type));
+}
+
 /// Starts each case with nothing kept and the default budget; puts the budget back after.
 struct clean_pools {
   clean_pools() {
     release_spare_buffers();
     spare_budget.store(std::size_t(32) << 20);
+    want<doubles>();
   }
   ~clean_pools() {
     release_spare_buffers();
@@ -91,11 +98,25 @@ TEST_CASE("small vectors, empty ones and far smaller requests are left alone",
   CHECK(spare_vectors<doubles>::take(out, min_doubles * 8));
 }
 
+TEST_CASE("a type never received here, or a vector far larger than its size, is not kept",
+          "[spare_buffers]") {
+  const clean_pools clean;
+  std::vector<std::int64_t> never(min_doubles * 2, 1); // no decode has asked for this type
+  CHECK_FALSE(spare_vectors<std::vector<std::int64_t>>::offer(never));
+  CHECK(never.size() == min_doubles * 2);
+
+  doubles sparse = filled(min_doubles, 0.0);
+  sparse.reserve(min_doubles * 3); // capacity over twice the size: memory no match accounts for
+  CHECK_FALSE(spare_vectors<doubles>::offer(sparse));
+  CHECK(sparse.size() == min_doubles);
+}
+
 TEST_CASE("the budget bounds what is kept, across types", "[spare_buffers]") {
   const clean_pools clean;
   spare_budget.store(min_doubles * 3 * sizeof(double));
   doubles a = filled(min_doubles * 2, 0.0);
   REQUIRE(spare_vectors<doubles>::offer(a));
+  want<std::vector<float>>();
   std::vector<float> b(min_doubles * 2 * 2, 1.0f); // the same bytes as a
   CHECK_FALSE(spare_vectors<std::vector<float>>::offer(b)); // over the budget
   CHECK(b.size() == min_doubles * 4);                       // untouched
@@ -130,6 +151,7 @@ TEST_CASE("two vectors are kept per type; a third replaces the older", "[spare_b
 TEST_CASE("release_spare_buffers frees what every pool keeps", "[spare_buffers]") {
   const clean_pools clean;
   doubles a = filled(min_doubles, 0.0);
+  want<std::vector<std::int32_t>>();
   std::vector<std::int32_t> b(min_doubles * 2, 7);
   REQUIRE(spare_vectors<doubles>::offer(a));
   REQUIRE(spare_vectors<std::vector<std::int32_t>>::offer(b));
@@ -153,7 +175,9 @@ TEST_CASE("a decoded large vector is received into kept storage, with the data s
   mpirpc::detail::save(w, sent);
   mpirpc::detail::reader r(bytes.data(), bytes.size());
   doubles received;
+  const std::uint64_t takes = mpirpc::detail::spare_takes.load();
   mpirpc::detail::load(r, received);
+  CHECK(mpirpc::detail::spare_takes.load() == takes + 1);
   CHECK(received.data() == storage);
   CHECK(received == sent);
   CHECK(spare_held.load() == 0);

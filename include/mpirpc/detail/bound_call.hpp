@@ -85,7 +85,8 @@ struct member_traits<R (C::*)(P...) const noexcept> : member_traits<R (C::*)(P..
 // ---- replies, shared with the plain handler path (invoke.hpp)
 
 // Implemented in lib/.
-void send_reply_value(reply_token& token, save_fn save, const void* value) noexcept;
+/// False only if sending the value failed part way: MPI may still read its buffers.
+bool send_reply_value(reply_token& token, save_fn save, const void* value) noexcept;
 void send_reply_error(reply_token& token, std::exception_ptr error) noexcept;
 void hold_reply(reply_token& token) noexcept;
 [[noreturn]] void rethrow_argument_error();
@@ -105,11 +106,13 @@ template <class T> constexpr save_fn save_function_for() {
 
 /// Sends `value` as the reply, or an error when its type cannot be serialized (only remote()
 /// may call a function whose result is not serializable; rpc_async rejects it at compile time).
-template <class T> void reply_with_value(reply_token& token, const T& value) noexcept {
+/// False only if MPI may still read `value`'s buffers (a send that failed part way).
+template <class T> bool reply_with_value(reply_token& token, const T& value) noexcept {
   if constexpr (is_serializable_v<T>) {
-    send_reply_value(token, &save_erased<T>, &value);
+    return send_reply_value(token, &save_erased<T>, &value);
   } else {
     send_reply_error(token, unserializable_result_error(typeid(T).name()));
+    return true;
   }
 }
 
@@ -193,8 +196,8 @@ void run_and_reply(Call&& call, reply_token& token, std::shared_ptr<void> keep =
     });
   } else {
     R result = call();
-    reply_with_value<R>(token, result);
-    offer_spare(result); // sent: its storage may receive the next argument of its type
+    // Sent: its storage may receive the next argument of its type.
+    if (reply_with_value<R>(token, result)) offer_spare(result);
   }
 }
 

@@ -7,14 +7,18 @@
 // result). mpirpc therefore keeps the storage of large vectors of trivially copyable elements
 // that it is done with, and receives the next buffer of the same type and about the same size
 // into it without filling it first:
-//  - on the callee, a handler's result once its reply has left, and an argument still held
-//    after the handler returned (a parameter taken by const reference);
+//  - on the callee, a handler's result once its reply has left, and an argument of a free
+//    function still held after the function returned (a parameter taken by const reference);
 //  - on the caller, an argument passed as an rvalue (rpc_sync(to, f, std::move(v))) once its
-//    request has left; such an argument is then moved from (left empty). An lvalue argument is
-//    never touched.
-// At most two vectors are kept per type, and no more than spare_budget bytes in all (set from
-// options::spare_buffer_bytes; zero keeps none). Any thread may offer and take; a mutex per type
-// guards the slots. The runtime frees them all at shutdown (release_spare_buffers).
+//    request has left; such an argument is then moved from (left empty). Whether it is kept
+//    depends on its size, the budget and what the pool holds: code must not use v after
+//    std::move(v) either way. An lvalue argument is never touched.
+// Only vectors of a type that this process has received before are kept (a type that is only
+// ever sent would hold memory for nothing), only while their capacity is at most twice their
+// size, at most two per type, and no more than spare_budget bytes in all (set from
+// options::spare_buffer_bytes; zero keeps none). Any thread may offer and take; a mutex per
+// type guards its slots. shutdown() frees them all (release_spare_buffers) and keeps none until
+// the next init_rpc.
 #pragma once
 
 #include <atomic>
@@ -29,12 +33,15 @@ namespace mpirpc::detail {
 
 /// Vectors smaller than this are not kept (they are copied into the message anyway).
 inline constexpr std::size_t spare_min_bytes = 32 * 1024;
-/// The most bytes the spare vectors of all types may hold at once in this process.
-inline std::atomic<std::size_t> spare_budget{std::size_t(32) << 20};
+/// The most bytes the spare vectors of all types may hold at once in this process. Defined in
+/// lib/spare_buffers.cpp (one per process, not one per shared object that includes this).
+extern std::atomic<std::size_t> spare_budget;
 /// What they hold now.
-inline std::atomic<std::size_t> spare_held{0};
+extern std::atomic<std::size_t> spare_held;
+/// How many decodes have received into a kept vector (for tests and diagnostics).
+extern std::atomic<std::uint64_t> spare_takes;
 
-/// Registers a pool's release function, once per pool type (lib/serialization.cpp).
+/// Registers a pool's release function, once per pool type (lib/spare_buffers.cpp).
 void register_spare_pool(void (*release)() noexcept);
 /// Frees every kept vector of every type (called by the runtime at shutdown).
 void release_spare_buffers() noexcept;
@@ -58,8 +65,11 @@ public:
   /// leaves `v` as it is. True if kept.
   static bool offer(V& v) noexcept {
     const std::size_t bytes = v.capacity() * sizeof(element);
-    if (bytes < spare_min_bytes || v.size() == 0) return false;
+    // By capacity for the budget, by size for the match (take): a vector much larger than its
+    // size would hold memory that no match accounts for.
+    if (bytes < spare_min_bytes || v.size() == 0 || v.capacity() / 2 > v.size()) return false;
     pool& p = instance();
+    if (!p.wanted.load(std::memory_order_relaxed)) return false; // never received here
     std::lock_guard<std::mutex> lock(p.mutex);
     // An empty slot, or else the one offered longer ago: what a process receives next is most
     // like what it received last.
@@ -88,16 +98,20 @@ public:
   /// cut to `count` elements without writing them, if `v` is empty and has less room. True
   /// if it did.
   static bool take(V& v, std::size_t count) noexcept {
-    if (count * sizeof(element) < spare_min_bytes || !v.empty() || v.capacity() >= count ||
-        spare_held.load(std::memory_order_relaxed) == 0) {
+    if (count * sizeof(element) < spare_min_bytes || !v.empty() || v.capacity() >= count) {
       return false;
     }
     pool& p = instance();
+    if (!p.wanted.load(std::memory_order_relaxed)) {
+      p.wanted.store(true, std::memory_order_relaxed); // from now on, vectors of V are kept
+    }
+    if (spare_held.load(std::memory_order_relaxed) == 0) return false;
     std::lock_guard<std::mutex> lock(p.mutex);
     for (V& s : p.slots) {
       if (s.size() >= count && s.size() / 2 <= count) {
         release(s, v);
         v.resize(count); // shrinks: trivially copyable elements are not touched
+        spare_takes.fetch_add(1, std::memory_order_relaxed);
         return true;
       }
     }
@@ -111,10 +125,13 @@ private:
     std::uint64_t stamp[2] = {0, 0}; ///< `clock` when each slot was filled
     std::uint64_t clock = 0;
     bool registered = false;
+    std::atomic<bool> wanted{false}; ///< a vector of V has been received in this process
   };
   static pool& instance() noexcept {
-    static pool p;
-    return p;
+    // Never destroyed: a runtime shut down by a static object's destructor at exit still
+    // releases the pools (reachable, so not a leak to LeakSanitizer).
+    static pool* p = new pool;
+    return *p;
   }
   /// Empties `s` (into `to`, if given); returns the bytes it held.
   static std::size_t release(V& s, V& to) noexcept {
@@ -135,10 +152,5 @@ private:
       release(s);
   }
 };
-
-/// Offers `value` to its type's pool if it is a kept kind of vector (see spare_vectors::offer).
-template <class T> void offer_spare(T& value) noexcept {
-  if constexpr (is_spare_vector_v<T>) spare_vectors<T>::offer(value);
-}
 
 } // namespace mpirpc::detail
