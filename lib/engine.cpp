@@ -36,6 +36,15 @@ constexpr auto recent_call_window = std::chrono::milliseconds(50);
 /// Shortest sleep between polls.
 constexpr auto min_sleep = std::chrono::microseconds(2);
 
+/// Caller-driven progress. While a thread waits for a reply (it polls for replies itself), or
+/// a thread of the user's has sent a call within caller_window (it will wait, and then poll,
+/// soon), and no request has come for serving_window, the leader neither spins nor polls more
+/// often than every caller_leader_sleep: it would take the core of that thread (Open MPI binds
+/// each of two ranks on two cores to one core, so a rank's threads share one).
+constexpr auto caller_window = std::chrono::microseconds(100);
+constexpr auto caller_leader_sleep = std::chrono::microseconds(50);
+constexpr auto serving_window = std::chrono::microseconds(1000);
+
 /// Traffic within this window counts as ongoing: the poller keeps looking as often as it can.
 constexpr auto active_window = std::chrono::microseconds(1000);
 
@@ -554,6 +563,9 @@ bool engine::send_request(int dest, const function_entry& fn, std::uint16_t flag
   }
   call.sink = std::move(sink);
   _last_call_ns.store(call.start.time_since_epoch().count(), std::memory_order_relaxed);
+  if (!on_engine_thread()) {
+    _last_user_call_ns.store(call.start.time_since_epoch().count(), std::memory_order_relaxed);
+  }
   // The start is still "now" for the burst rule unless the call waited for room: one clock
   // read per call instead of two (34 ns each here).
   const clock::time_point sent_at = room ? call.start : clock::time_point{};
@@ -595,6 +607,12 @@ bool engine::in_burst(int dest, clock::time_point at) noexcept {
   return burst;
 }
 
+bool engine::caller_drives(clock::time_point now) const noexcept {
+  return _waiters.load(std::memory_order_relaxed) > 0 ||
+         now.time_since_epoch().count() - _last_user_call_ns.load(std::memory_order_relaxed) <
+             std::chrono::duration_cast<clock::duration>(caller_window).count();
+}
+
 void engine::wake_idle_leader() noexcept {
   // Wakes a deeply idle leader so that a reply is noticed soon even if nobody waits for it;
   // only the first call after idleness pays for the wake-up.
@@ -609,7 +627,11 @@ void engine::send_one_way(int dest, const function_entry& fn, request_buffers& r
   if (!admitted) {
     throw shutdown_error("mpirpc: the RPC runtime has shut down; no further calls can be made");
   }
-  _last_call_ns.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  const auto now = clock::now();
+  _last_call_ns.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+  if (!on_engine_thread()) {
+    _last_user_call_ns.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+  }
   send_message(dest, wire::tag_request, request.payload, wire::kind::request, 0, fn.id,
                request.segments, wire::request_one_way);
   _one_way_sent.fetch_add(1, std::memory_order_relaxed);
@@ -1200,6 +1222,7 @@ void engine::lead() {
   buffer_lease lease;
   incoming& message = lease.get();
   auto last_activity = clock::now();
+  clock::time_point last_request{}; // this rank serves while requests come (serving_window)
   while (!_stop_threads.load(std::memory_order_acquire)) {
     bool got = false;
     try {
@@ -1217,6 +1240,7 @@ void engine::lead() {
       log(std::string("polling failed: ") + e.what());
     }
     if (got) {
+      if (message.tag == wire::tag_request) last_request = clock::now();
       _leader_idle.store(false, std::memory_order_seq_cst);
       _dispatch_seq.fetch_add(1, std::memory_order_relaxed);
       // Decided before another thread may poll, so that requests from one source that must
@@ -1247,7 +1271,10 @@ void engine::lead() {
     }
     rescue_stalled_runs(now);
     const auto idle_for = now - last_activity;
-    if (idle_for < _spin_window && _spinning_waiters.load(std::memory_order_relaxed) == 0 &&
+    // A caller polls for its replies (caller_window), and no request has come lately.
+    const bool driven = caller_drives(now) && now - last_request >= serving_window;
+    if (!driven && idle_for < _spin_window &&
+        _spinning_waiters.load(std::memory_order_relaxed) == 0 &&
         _transport->spinning_transfers() == 0) {
       cpu_relax(); // one pause: on recent x86 it alone takes ~100 cycles
       continue;
@@ -1260,7 +1287,8 @@ void engine::lead() {
     const bool batches_out = _outboxes_filled.load(std::memory_order_relaxed) > 0 ||
                              _reply_batches_filled.load(std::memory_order_relaxed) > 0;
     if (batches_out) cap = std::min(cap, batch_poll_interval); // sent once old enough
-    const auto sleep = paced_sleep(idle_for, cap);
+    auto sleep = paced_sleep(idle_for, cap);
+    if (driven) sleep = std::min(cap, std::max(sleep, caller_leader_sleep));
     // Deeply idle only if this rank has not called out lately either: between the calls of a
     // busy caller the pending table is empty for a moment, and flagging idleness then would
     // make every next call pay for a wake-up.

@@ -151,6 +151,9 @@ private:
   void refuse_in_order() noexcept;
   void drop_outboxes() noexcept;
   void wake_idle_leader() noexcept;
+  /// Whether a caller drives this rank's progress now (see lead()): a thread waits for a
+  /// reply, or a thread of the user's sent a call within caller_window of `now`.
+  bool caller_drives(std::chrono::steady_clock::time_point now) const noexcept;
   /// Whether a request to `dest` now is part of a burst to a busy destination (then batched).
   bool in_burst(int dest, std::chrono::steady_clock::time_point now) noexcept;
   /// This thread's in-order run and reply batch, if any (thread-local; lib/batching.cpp).
@@ -255,6 +258,8 @@ private:
   std::atomic<std::uint64_t> _dispatch_seq{0};
   std::atomic<bool> _leader_idle{false};
   std::atomic<std::int64_t> _last_call_ns{0};       ///< when this rank last sent a request
+  /// When a thread that is not one of this engine's sent a request or a one-way call last.
+  std::atomic<std::int64_t> _last_user_call_ns{0};
   std::atomic<std::int64_t> _leader_wakes_at_ns{0}; ///< when the sleeping leader looks again
   std::mutex _leader_sleep_mutex;
   std::condition_variable _leader_cv;

@@ -372,6 +372,33 @@ TEST_CASE("then on an rpc future chains work", "[rpc]") {
   CHECK(g.wait() == 102);
 }
 
+TEST_CASE("a worker that keeps calling and never waits still serves requests and takes its "
+          "replies",
+          "[rpc]") {
+  // While a thread of the user's sends calls, its rank's leader polls less often (the caller
+  // is expected to wait and poll for its replies itself). Here no thread waits on a future:
+  // the leader must still take every reply, so that the continuations run, and serve the
+  // calls of the rank before this one, which does the same.
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  constexpr int calls = 3000;
+  std::atomic<int> ran{0};
+  std::atomic<int> wrong{0};
+  std::vector<mpirpc::future<void>> continued;
+  continued.reserve(calls);
+  for (int i = 0; i < calls; ++i) {
+    continued.push_back(mpirpc::rpc_async(to, add, i, 1).then([&, i](mpirpc::future<int> r) {
+      if (r.value() != i + 1) wrong.fetch_add(1);
+      ran.fetch_add(1);
+    }));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (ran.load() < calls && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::microseconds(200)); // not future::wait: no poll
+  CHECK(ran.load() == calls);
+  CHECK(wrong.load() == 0);
+}
+
 TEST_CASE("calls from many threads at once all complete correctly", "[rpc]") {
   mpirpc::runtime rt;
   const int size = mpirpc_test::world_size();
