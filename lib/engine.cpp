@@ -1373,8 +1373,18 @@ void engine::wait(future_state_base& state) {
       }
     }
     const auto now = clock::now();
-    check_timeouts(now);
-    flush_aged_outboxes(now);
+    if (timeouts_due(now) || _outboxes_filled.load(std::memory_order_relaxed) > 0 ||
+        _reply_batches_filled.load(std::memory_order_relaxed) > 0) {
+      // Not a poller while it sends either: a batch beyond MPI's eager limit, or what a
+      // timed-out call's continuation sends, may block until the receiver takes it, and the
+      // receiver may be a waiter of another rank doing the same (two ranks whose waiters
+      // flushed reply batches to each other, with 1 KiB eager limits, hung for good); the
+      // leader takes replies meanwhile.
+      _waiters.fetch_sub(1, std::memory_order_relaxed);
+      check_timeouts(now);
+      flush_aged_outboxes(now);
+      _waiters.fetch_add(1, std::memory_order_relaxed);
+    }
     if (spinning) {
       if (now - start < _spin_window) {
         cpu_relax();
