@@ -2,6 +2,7 @@
 #include "engine.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -1333,6 +1334,22 @@ std::chrono::microseconds engine::waiter_sleep(clock::duration waited) const noe
   return std::max(paced, std::min(share, waiter_max_sleep));
 }
 
+namespace {
+/// How long this thread's last few waits (engine::wait) took.
+struct wait_history {
+  static constexpr std::size_t size = 4;
+  std::array<clock::duration, size> last{};
+  std::size_t recorded = 0;
+  void record(clock::duration d) noexcept { last[recorded++ % size] = d; }
+  /// The shortest of the last `size` waits; zero until there were that many.
+  clock::duration shortest() const noexcept {
+    if (recorded < size) return clock::duration::zero();
+    return *std::min_element(last.begin(), last.end());
+  }
+};
+thread_local wait_history t_waits;
+} // namespace
+
 void engine::wait(future_state_base& state) {
   use_fine_timer_slack();
   // What this thread batched leaves now, and an in-order run it is in goes on elsewhere: the
@@ -1347,7 +1364,14 @@ void engine::wait(future_state_base& state) {
   buffer_lease lease;
   incoming& message = lease.get();
   const auto start = clock::now();
-  bool spinning = _spin_window.count() > 0;
+  // On an oversubscribed node a thread whose last waits all took longer than a spin does not
+  // spin: it sleeps through the first half of the shortest of them, leaving the cores to the
+  // ranks that work on its reply (W6: its 64-hop chains take 400-700 us).
+  const clock::duration expected =
+      _oversubscribed ? t_waits.shortest() : clock::duration::zero();
+  const bool long_wait = expected > spin_window;
+  const clock::time_point quiet_until = long_wait ? start + expected / 2 : start;
+  bool spinning = _spin_window.count() > 0 && !long_wait;
   if (spinning) _spinning_waiters.fetch_add(1, std::memory_order_relaxed);
   _waiters.fetch_add(1, std::memory_order_relaxed);
   struct waiter_guard {
@@ -1393,9 +1417,13 @@ void engine::wait(future_state_base& state) {
       spinning = false;
       _spinning_waiters.fetch_sub(1, std::memory_order_relaxed);
     }
-    state.sleep_until(now + waiter_sleep(now - start));
+    state.sleep_until(std::max(now + waiter_sleep(now - start), quiet_until));
   }
-  if (!state.done()) state.sleep_until_done();
+  if (!state.done()) {
+    state.sleep_until_done();
+    return;
+  }
+  t_waits.record(clock::now() - start);
 }
 
 // ---------------------------------------------------------------------------------------------
