@@ -1365,12 +1365,14 @@ void engine::wait(future_state_base& state) {
   incoming& message = lease.get();
   const auto start = clock::now();
   // On an oversubscribed node a thread whose last waits all took longer than a spin does not
-  // spin: it sleeps through the first half of the shortest of them, leaving the cores to the
-  // ranks that work on its reply (W6: its 64-hop chains take 400-700 us).
+  // spin: it sleeps through the first half of the shortest of them (at most waiter_max_sleep,
+  // as any of its sleeps), leaving the cores to the ranks that work on its reply (W6: its
+  // 64-hop chains take 400-700 us).
   const clock::duration expected =
       _oversubscribed ? t_waits.shortest() : clock::duration::zero();
   const bool long_wait = expected > spin_window;
-  const clock::time_point quiet_until = long_wait ? start + expected / 2 : start;
+  const clock::time_point quiet_until =
+      long_wait ? start + std::min<clock::duration>(expected / 2, waiter_max_sleep) : start;
   bool spinning = _spin_window.count() > 0 && !long_wait;
   if (spinning) _spinning_waiters.fetch_add(1, std::memory_order_relaxed);
   _waiters.fetch_add(1, std::memory_order_relaxed);
