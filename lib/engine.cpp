@@ -1127,6 +1127,11 @@ bool engine::timeouts_due(clock::time_point t) const noexcept {
   return now >= _next_timeout_check_ns.load(std::memory_order_relaxed) && _pending.size() > 0;
 }
 
+bool engine::sends_or_timeouts_due(clock::time_point now) const noexcept {
+  return timeouts_due(now) || _outboxes_filled.load(std::memory_order_relaxed) > 0 ||
+         _reply_batches_filled.load(std::memory_order_relaxed) > 0;
+}
+
 void engine::check_timeouts(clock::time_point t) noexcept {
   const std::int64_t now =
       std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
@@ -1259,8 +1264,7 @@ void engine::lead() {
       continue;
     }
     const auto now = clock::now(); // one clock read per idle poll, shared with the timeouts
-    if (timeouts_due(now) || _outboxes_filled.load(std::memory_order_relaxed) > 0 ||
-        _reply_batches_filled.load(std::memory_order_relaxed) > 0) {
+    if (sends_or_timeouts_due(now)) {
       // Sending a batch, or what a timed-out call's continuation sends, may block until the
       // receiver takes it (an MPI_Send that is not eager: two leaders flushing batches to each
       // other with a small eager limit deadlocked). Never while holding the poll mutex, so
@@ -1399,8 +1403,7 @@ void engine::wait(future_state_base& state) {
       }
     }
     const auto now = clock::now();
-    if (timeouts_due(now) || _outboxes_filled.load(std::memory_order_relaxed) > 0 ||
-        _reply_batches_filled.load(std::memory_order_relaxed) > 0) {
+    if (sends_or_timeouts_due(now)) {
       // Not a poller while it sends either: a batch beyond MPI's eager limit, or what a
       // timed-out call's continuation sends, may block until the receiver takes it, and the
       // receiver may be a waiter of another rank doing the same (two ranks whose waiters

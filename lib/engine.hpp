@@ -191,6 +191,9 @@ private:
                                         const pending_call& call) const;
   /// Whether check_timeouts would scan the table now (calls are out and a scan is due).
   bool timeouts_due(std::chrono::steady_clock::time_point now) const noexcept;
+  /// Whether a poller has sends or timeouts to run now: timeouts_due, or a batch is being
+  /// built. Either may block in MPI (see lead() and wait()).
+  bool sends_or_timeouts_due(std::chrono::steady_clock::time_point now) const noexcept;
   /// Fails expired calls; scans the table at most once per timeout_scan_interval.
   void check_timeouts(std::chrono::steady_clock::time_point now) noexcept;
   void refuse_queued() noexcept;
