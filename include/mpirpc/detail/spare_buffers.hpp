@@ -133,17 +133,17 @@ private:
     static pool* p = new pool;
     return *p;
   }
-  /// Empties `s` (into `to`, if given); returns the bytes it held.
-  static std::size_t release(V& s, V& to) noexcept {
+  /// Empties `s` into `to` and takes its bytes off spare_held.
+  static void release(V& s, V& to) noexcept {
     const std::size_t bytes = s.capacity() * sizeof(element);
     to = std::move(s);
     s = V();
     spare_held.fetch_sub(bytes, std::memory_order_relaxed);
-    return bytes;
   }
-  static std::size_t release(V& s) noexcept {
+  /// Empties `s`, freeing its storage.
+  static void release(V& s) noexcept {
     V gone;
-    return release(s, gone);
+    release(s, gone);
   }
   static void release_all() noexcept {
     pool& p = instance();
