@@ -323,7 +323,8 @@ void engine::flush_reply_batch_locked(int dest, reply_batch& batch) noexcept {
 // Receiving in order
 
 engine::route engine::route_received(incoming& message) {
-  if (message.tag != wire::tag_request || message.bytes.size() < sizeof(wire::header)) {
+  if (message.tag != wire::tag_request || message.bytes.size() < sizeof(wire::header) ||
+      !message.problem.empty()) {
     return route::dispatch;
   }
   in_order& order = *_in_order[static_cast<std::size_t>(message.source)];

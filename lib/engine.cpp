@@ -815,7 +815,9 @@ void engine::dispatch(incoming& message) noexcept {
   wire::header h{};
   const std::uint32_t max_tag = _transport->tag_ub();
   const std::size_t size = message.bytes.size();
-  const std::string problem = wire::validate(message.bytes.data(), size, message.tag, h, max_tag);
+  std::string problem = wire::validate(message.bytes.data(), size, message.tag, h, max_tag);
+  const bool cut = !message.problem.empty(); // not received whole: its table is not there
+  if (cut) problem = message.problem;
   if (!problem.empty()) {
     // Refused (docs/wire.md, "Validation on receipt"). Its out-of-line buffers are received and
     // discarded if its segment table can be read (at the message's end, where senders put
@@ -824,7 +826,7 @@ void engine::dispatch(incoming& message) noexcept {
     std::string segments;
     if (!message.prefetched.empty()) {
       segments = "; its out-of-line buffer(s) were discarded";
-    } else if (wire::segment_table_readable(size, h, max_tag)) {
+    } else if (!cut && wire::segment_table_readable(size, h, max_tag)) {
       const char* table =
           message.bytes.data() + size - std::size_t(h.segment_count) * sizeof(std::uint64_t);
       const bool drained = segment_stream(*_transport, message.source, h.data_tag, table,
@@ -842,7 +844,8 @@ void engine::dispatch(incoming& message) noexcept {
     _malformed.fetch_add(1, std::memory_order_seq_cst);
     if (message.tag == wire::tag_request && size >= sizeof(wire::header) &&
         h.magic == wire::magic && !(h.flags & wire::request_one_way) &&
-        h.kind != static_cast<std::uint8_t>(wire::kind::batch)) {
+        h.kind != static_cast<std::uint8_t>(wire::kind::batch) &&
+        h.kind != static_cast<std::uint8_t>(wire::kind::envelope)) {
       send_error_reply(message.source, h.call_id, h.function_id, wire::error_code::malformed,
                        "mpirpc::serialization_error", "malformed request: " + problem, self().name);
     }

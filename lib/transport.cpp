@@ -2,6 +2,7 @@
 #include "transport.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -124,6 +125,10 @@ transport::transport(MPI_Comm comm, std::chrono::microseconds spin_for) : _spin_
   int flag = 0;
   MPI_Comm_get_attr(_ctrl, MPI_TAG_UB, &ub, &flag);
   if (flag && ub && *ub > 1) _tag_ub = static_cast<std::uint32_t>(*ub);
+  _request_ring.tag = wire::tag_request;
+  _reply_ring.tag = wire::tag_reply;
+  post_ring(_request_ring);
+  post_ring(_reply_ring);
 }
 
 transport::~transport() {
@@ -131,6 +136,10 @@ transport::~transport() {
 }
 
 void transport::close() noexcept {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized) return;
+  if (_ctrl != MPI_COMM_NULL) cancel_posted();
   for (MPI_Comm* c : {&_ctrl, &_data, &_coll}) {
     if (*c != MPI_COMM_NULL) MPI_Comm_free(c);
   }
@@ -140,26 +149,218 @@ bool transport::try_receive(int tag, incoming& out) {
   if (_loopback_size.load(std::memory_order_acquire) > 0 && try_receive_from_self(tag, out)) {
     return true;
   }
+  if (tag == wire::tag_request || tag == wire::tag_reply) {
+    posted_ring& ring = tag == wire::tag_request ? _request_ring : _reply_ring;
+    const ring_claim claim(ring);
+    return claim && take_locked(ring, out); // a thread that polls it now delivers what comes
+  }
+  if (tag != MPI_ANY_TAG) return probe_and_receive(MPI_ANY_SOURCE, tag, out);
+  if (take_either(out)) return true;
+  if (_empty_any_polls.fetch_add(1, std::memory_order_relaxed) % stray_poll_every ==
+      stray_poll_every - 1) {
+    return try_receive_stray(out);
+  }
+  return false;
+}
+
+void transport::post_ring(posted_ring& ring) {
+  for (std::size_t i = 0; i < posted_ring::depth; ++i) {
+    ring.requests[i] = MPI_REQUEST_NULL;
+    ring.buffers[i].resize(wire::max_control_bytes);
+  }
+  for (std::size_t i = 0; i < posted_ring::depth; ++i)
+    repost(ring, i);
+}
+
+void transport::repost(posted_ring& ring, std::size_t slot) {
+  check_mpi(MPI_Irecv(ring.buffers[slot].data(), static_cast<int>(wire::max_control_bytes),
+                      MPI_BYTE, MPI_ANY_SOURCE, ring.tag, _ctrl, &ring.requests[slot]),
+            "MPI_Irecv");
+}
+
+void transport::repost_taken(posted_ring& ring) {
+  if (ring.unposted == posted_ring::depth) return;
+  const std::size_t slot = ring.unposted;
+  ring.unposted = posted_ring::depth;
+  repost(ring, slot); // after every slot still posted: MPI matches in posting order
+}
+
+bool transport::take_locked(posted_ring& ring, incoming& out) {
+  repost_taken(ring);
+  MPI_Request& oldest = ring.requests[ring.head];
+  if (oldest == MPI_REQUEST_NULL) repost(ring, ring.head); // an earlier re-post failed
+  int done = 0;
+  MPI_Status status;
+  const int rc = MPI_Test(&oldest, &done, &status);
+  if (!done) {
+    check_mpi(rc, "MPI_Test");
+    return false;
+  }
+  return complete_taken(ring, rc, status, out);
+}
+
+bool transport::take_either(incoming& out) {
+  ring_claim requests(_request_ring);
+  ring_claim replies(_reply_ring);
+  if (!requests || !replies) {
+    // Another thread polls one of the tags (a waiter takes replies): test the other alone.
+    if (requests) return take_locked(_request_ring, out);
+    if (replies) return take_locked(_reply_ring, out);
+    return false;
+  }
+  // One test of both oldest receives: one round of MPI progress, not two.
+  posted_ring* rings[2] = {&_request_ring, &_reply_ring};
+  MPI_Request oldest[2];
+  for (int i = 0; i < 2; ++i) {
+    posted_ring& ring = *rings[i];
+    repost_taken(ring);
+    if (ring.requests[ring.head] == MPI_REQUEST_NULL) repost(ring, ring.head);
+    oldest[i] = ring.requests[ring.head];
+  }
+  int index = MPI_UNDEFINED, done = 0;
+  MPI_Status status;
+  int rc = MPI_Testany(2, oldest, &index, &done, &status);
+  if (rc == MPI_SUCCESS && !done) {
+    // Open MPI's MPI_Testany checks the requests and then runs progress, without checking
+    // again (MPI_Test checks again): a second call sees what that progress completed now,
+    // not after this thread's next round (0.2 us of a round trip here).
+    rc = MPI_Testany(2, oldest, &index, &done, &status);
+  }
+  if (!done || index == MPI_UNDEFINED) {
+    check_mpi(rc, "MPI_Testany");
+    return false;
+  }
+  posted_ring& ring = *rings[index];
+  ring.requests[ring.head] = oldest[index]; // MPI_REQUEST_NULL: completed and freed
+  if (index == 0) {
+    replies.release();
+  } else {
+    requests.release();
+  }
+  return complete_taken(ring, rc, status, out);
+}
+
+bool transport::complete_taken(posted_ring& ring, int rc, const MPI_Status& status,
+                               incoming& out) {
+  const std::size_t slot = ring.head;
+  ring.head = (slot + 1) % posted_ring::depth;
+  int count = 0;
+  MPI_Get_count(&status, MPI_BYTE, &count);
+  out.source = status.MPI_SOURCE;
+  out.tag = ring.tag;
+  out.prefetched.clear(); // `out` is reused: what a message from this rank carried is gone
+  out.continuation = false;
+  out.problem.clear();
+  const char* data = ring.buffers[slot].data();
+  if (rc == MPI_ERR_TRUNCATE) {
+    // Only a sender that is not mpirpc's transport can cause this (which envelopes larger
+    // messages). What arrived is kept so that a readable header can still be answered.
+    out.bytes.assign(data, data + wire::max_control_bytes);
+    out.problem = "a control message of " + std::to_string(count) + " bytes, more than the " +
+                  std::to_string(wire::max_control_bytes) + " one may have";
+  } else if (rc != MPI_SUCCESS) {
+    repost(ring, slot);
+    check_mpi(rc, "MPI_Test");
+  } else {
+    out.bytes.assign(data, data + std::max(count, 0));
+  }
+  ring.unposted = slot;
+  // Under the ring's lock: the message it carries must be taken before the next one of its
+  // tag, or the order of a sender's requests would be lost.
+  if (out.problem.empty()) open_envelope(out);
+  return true;
+}
+
+void transport::open_envelope(incoming& out) {
+  constexpr std::size_t stub_size = sizeof(wire::header) + sizeof(std::uint64_t);
+  if (out.bytes.size() != stub_size) return;
+  wire::header h;
+  std::memcpy(&h, out.bytes.data(), sizeof h);
+  if (h.magic != wire::magic || h.version != wire::version ||
+      h.kind != static_cast<std::uint8_t>(wire::kind::envelope)) {
+    return; // an ordinary message (or a malformed one, for validate() to describe)
+  }
+  std::uint64_t size = 0;
+  std::memcpy(&size, out.bytes.data() + sizeof h, sizeof size);
+  const std::string what = "an envelope (data tag " + std::to_string(h.data_tag) + ") of a " +
+                           std::to_string(size) + "-byte message";
+  if (h.data_tag == 0 || h.data_tag > _tag_ub || h.data_tag > 0x7fffffffu ||
+      size <= wire::max_control_bytes ||
+      size > static_cast<std::uint64_t>(std::numeric_limits<int>::max())) {
+    out.problem = what + ": invalid";
+    return;
+  }
+  transfer_pacer pacer(*this, static_cast<std::size_t>(size));
+  MPI_Message message;
+  std::size_t bytes = 0;
+  if (!match_data(out.source, h.data_tag, message, bytes, pacer)) {
+    out.problem = what + " whose message did not arrive within " +
+                  std::to_string(patience().count()) + " ms";
+    return;
+  }
+  if (bytes != size) {
+    std::vector<char> scratch;
+    discard_matched(message, bytes, scratch);
+    out.problem = what + " that carried " + std::to_string(bytes) + " bytes";
+    return;
+  }
+  out.bytes.resize(bytes);
+  receive_matched(message, out.bytes.data(), bytes, pacer);
+}
+
+bool transport::try_receive_stray(incoming& out) {
+  int flag = 0;
+  MPI_Status status;
+  check_mpi(MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, _ctrl, &flag, &status), "MPI_Iprobe");
+  // Tags 1 and 2 are left to their posted receives (all were in use), which keep their order.
+  if (!flag || status.MPI_TAG == wire::tag_request || status.MPI_TAG == wire::tag_reply) {
+    return false;
+  }
+  return probe_and_receive(status.MPI_SOURCE, status.MPI_TAG, out);
+}
+
+bool transport::probe_and_receive(int source, int tag, incoming& out) {
   int flag = 0;
   MPI_Message message;
   MPI_Status status;
-  check_mpi(MPI_Improbe(MPI_ANY_SOURCE, tag, _ctrl, &flag, &message, &status), "MPI_Improbe");
+  check_mpi(MPI_Improbe(source, tag, _ctrl, &flag, &message, &status), "MPI_Improbe");
   if (!flag) return false;
   int count = 0;
   MPI_Get_count(&status, MPI_BYTE, &count);
-  out.bytes.resize(static_cast<std::size_t>(count));
+  out.bytes.resize(static_cast<std::size_t>(std::max(count, 0)));
   check_mpi(MPI_Mrecv(out.bytes.data(), count, MPI_BYTE, &message, &status), "MPI_Mrecv");
   out.source = status.MPI_SOURCE;
   out.tag = status.MPI_TAG;
-  out.prefetched.clear(); // `out` is reused: what a message from this rank carried is gone
+  out.prefetched.clear();
   out.continuation = false;
+  out.problem.clear();
   return true;
+}
+
+void transport::cancel_posted() noexcept {
+  for (posted_ring* ring : {&_request_ring, &_reply_ring}) {
+    while (ring->claimed.exchange(true, std::memory_order_acquire))
+      std::this_thread::yield(); // a poller still inside (traffic has stopped: briefly)
+    for (MPI_Request& r : ring->requests) {
+      if (r != MPI_REQUEST_NULL) MPI_Cancel(&r);
+    }
+    // A cancelled receive completes at once; one that had matched a message completes when
+    // the message is in (it is dropped: traffic has stopped). Bounded, never a hang.
+    const auto deadline = clock::now() + std::chrono::seconds(1);
+    for (;;) {
+      int done = 0;
+      MPI_Testall(static_cast<int>(posted_ring::depth), ring->requests, &done,
+                  MPI_STATUSES_IGNORE);
+      if (done || clock::now() >= deadline) break;
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
 }
 
 namespace {
 // Messages up to this size go with MPI_Send (eager, returns at once); larger ones with
 // MPI_Isend and a back-off wait, so that a rendezvous never busy-polls inside MPI.
-constexpr std::size_t eager_limit = 4096;
+constexpr std::size_t eager_limit = wire::max_control_bytes;
 } // namespace
 
 namespace {
@@ -229,9 +430,37 @@ void transport::post_and_wait(int dest, int tag, const char* data, std::size_t s
   std::vector<MPI_Request> requests;
   requests.reserve(1 + parts.size());
   requests.push_back(MPI_REQUEST_NULL);
-  check_mpi(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, dest, tag, _ctrl, &requests.back()),
-            "MPI_Isend"); // if this fails, nothing has left
-  if (control_sent) *control_sent = true;
+  // A control message too large for the receives posted for it goes in an envelope: a stub on
+  // the control tag, the message itself on the data communicator ahead of its segments (one
+  // tag, so MPI keeps the two in order).
+  const bool enveloped =
+      size > wire::max_control_bytes && (tag == wire::tag_request || tag == wire::tag_reply);
+  if (enveloped) {
+    if (parts.empty()) data_tag = static_cast<int>(next_data_tag());
+    wire::header h{};
+    h.magic = wire::magic;
+    h.version = wire::version;
+    h.kind = static_cast<std::uint8_t>(wire::kind::envelope);
+    h.data_tag = static_cast<std::uint32_t>(data_tag);
+    h.payload_size = sizeof(std::uint64_t);
+    char stub[sizeof h + sizeof(std::uint64_t)];
+    const std::uint64_t n = size;
+    std::memcpy(stub, &h, sizeof h);
+    std::memcpy(stub + sizeof h, &n, sizeof n);
+    check_mpi(MPI_Send(stub, static_cast<int>(sizeof stub), MPI_BYTE, dest, tag, _ctrl),
+              "MPI_Send"); // if this fails, nothing has left
+    if (control_sent) *control_sent = true;
+    // From here on the receiver has the message (the stub) and counts it, whatever follows; if
+    // this fails, nothing else was posted and the receiver gives up after its patience.
+    check_mpi(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, dest, data_tag, _data,
+                        &requests.back()),
+              "MPI_Isend");
+  } else {
+    check_mpi(
+        MPI_Isend(data, static_cast<int>(size), MPI_BYTE, dest, tag, _ctrl, &requests.back()),
+        "MPI_Isend"); // if this fails, nothing has left
+    if (control_sent) *control_sent = true;
+  }
   std::exception_ptr failure;
   try {
     for (const segment& s : parts) {
@@ -262,7 +491,7 @@ void transport::post_and_wait(int dest, int tag, const char* data, std::size_t s
                  "shutdown(false) receives nothing more.)\n",
                  _rank, total, dest, static_cast<int>(slow_send.count()), dest);
   });
-  if (control_failed && control_sent) *control_sent = false;
+  if (control_failed && control_sent && !enveloped) *control_sent = false;
   if (failure) std::rethrow_exception(failure);
   check_mpi(rc, "MPI_Testall");
 }

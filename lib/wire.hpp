@@ -24,6 +24,11 @@ enum class kind : std::uint8_t {
   /// tag_reply), each `header | payload` without segments, back to back in the payload;
   /// call_id holds their count. See docs/wire.md, "Batches".
   batch = 4,
+  /// Stands in for a control message larger than max_control_bytes: the message itself follows
+  /// on the data communicator with this header's data_tag (and its segments after it, on the
+  /// same tag); the payload is its size (u64). Opened by the receiving transport, never
+  /// dispatched. See docs/wire.md, "Envelopes".
+  envelope = 5,
 };
 
 /// What an error reply reports; decides the exception type raised at the caller.
@@ -49,6 +54,13 @@ constexpr std::uint16_t request_flags_known = request_rref_flags | request_one_w
 /// Open MPI's usual eager limit for shared memory (4 KiB), so that a batch never waits for
 /// its receiver.
 constexpr std::size_t max_batch_bytes = 4000;
+
+/// The largest control message that travels as itself: receivers keep receives of this size
+/// posted for both control tags (transport.cpp), and a larger message would be truncated. A
+/// larger one travels as an envelope (kind::envelope). Also Open MPI's shared-memory eager
+/// limit.
+constexpr std::size_t max_control_bytes = 4096;
+static_assert(max_batch_bytes <= max_control_bytes, "a batch must fit a posted receive");
 
 /// Limits checked on every received header.
 constexpr std::uint32_t max_segments = 4096;

@@ -184,6 +184,25 @@ TEST_CASE("rpc_ff runs every call once, in the order sent, before a later rpc_sy
   CHECK(mine.one_way_failed == 0);
 }
 
+TEST_CASE("rpc_ff calls too large for a posted receive (sent in envelopes) keep their order "
+          "among small ones",
+          "[rpc_ff]") {
+  reset();
+  mpirpc::runtime rt;
+  const int me = world_rank();
+  const int to = next_rank();
+  constexpr long n = 3000;
+  for (long i = 0; i < n; ++i) {
+    // Every seventh call carries an inline string of 5-12 KB (under the out-of-line threshold):
+    // its control message exceeds 4 KiB and travels in an envelope; the rest are batched.
+    const std::size_t bytes = i % 7 == 3 ? 5000 + static_cast<std::size_t>(i) * 2 : 1;
+    mpirpc::rpc_ff(to, record_padded, me, i, std::string(bytes, 'p'));
+  }
+  const auto [count, ordered] = mpirpc::rpc_sync(to, seen_from, me);
+  CHECK(count == n);
+  CHECK(ordered);
+}
+
 TEST_CASE("rpc_async and rpc_sync calls start after the rpc_ff calls sent before them",
           "[rpc_ff]") {
   reset();

@@ -236,6 +236,27 @@ TEST_CASE("large vectors travel out of line and arrive intact", "[rpc]") {
   CHECK(mpirpc::rpc_sync(to, concat, big, std::string("y")).size() == 300001);
 }
 
+TEST_CASE("requests and replies too large for a posted receive arrive whole (envelopes)",
+          "[rpc]") {
+  // Many short strings travel inline: the control messages both ways exceed 4 KiB.
+  mpirpc::runtime rt;
+  const int to = next_rank();
+  std::vector<std::string> words;
+  for (int i = 0; i < 3000; ++i)
+    words.push_back("w" + std::to_string(i % 1500));
+  std::vector<mpirpc::future<std::map<std::string, int>>> window;
+  for (int k = 0; k < 8; ++k)
+    window.push_back(mpirpc::rpc_async(to, count_words, words));
+  const auto counts = mpirpc::rpc_sync(to, count_words, words);
+  REQUIRE(counts.size() == 1500);
+  CHECK(counts.at("w0") == 2);
+  CHECK(counts.at("w1499") == 2);
+  for (auto& f : window)
+    CHECK(f.wait() == counts);
+  const std::string half(10000, 'h'); // inline both ways, 20 KB of result
+  CHECK(mpirpc::rpc_sync(to, concat, half, half) == half + half);
+}
+
 TEST_CASE("a large vector passed as an rvalue is moved from, and its echo arrives in kept "
           "storage; an lvalue is left alone",
           "[rpc][spare_buffers]") {

@@ -243,6 +243,69 @@ TEST_CASE("raw well-formed requests are served (the seam itself)", "[wire]") {
     std::memcpy(&got, o.reply->bytes.data() + sizeof(wire::header), sizeof got);
     CHECK(got == n);
   }
+  SECTION("an inline argument too large for a posted receive: sent in an envelope") {
+    const std::uint64_t n = 20000; // inline: under the out-of-line threshold, over 4 KiB
+    raw m;
+    m.reply = true;
+    m.build = [n](std::uint64_t id) {
+      std::vector<char> payload;
+      append(payload, n);
+      payload.resize(payload.size() + n, 'i');
+      return request(id, id_of("count_bytes"), payload);
+    };
+    const outcome o = exchange(m, nothing);
+    REQUIRE(o.reply.has_value());
+    REQUIRE(o.reply->header.kind == static_cast<std::uint8_t>(wire::kind::reply_value));
+    std::uint64_t got = 0;
+    std::memcpy(&got, o.reply->bytes.data() + sizeof(wire::header), sizeof got);
+    CHECK(got == n);
+    CHECK(o.after.malformed_messages == o.before.malformed_messages);
+  }
+  check_still_serving();
+  REQUIRE_NOTHROW(rt.shutdown(true, 60s));
+}
+
+/// An envelope stub (docs/wire.md, "Envelopes") announcing a `size`-byte message on `data_tag`.
+std::vector<char> envelope(std::uint32_t data_tag, std::uint64_t size) {
+  std::vector<char> payload;
+  append(payload, size);
+  return seam::make_message(
+      seam::make_header(wire::kind::envelope, 0, 0, sizeof size, 0, data_tag), payload);
+}
+
+TEST_CASE("envelopes that cannot be opened are dropped, counted and logged, never answered",
+          "[wire]") {
+  mpirpc::runtime rt;
+  raw m;
+  std::string problem;
+  SECTION("its message never comes: given up after the patience") {
+    seam::set_patience(300ms);
+    m.build = [](std::uint64_t) { return envelope(41, 10000); };
+    problem = "an envelope (data tag 41) of a 10000-byte message whose message did not arrive "
+              "within 300 ms";
+  }
+  SECTION("its message has another size: received and discarded") {
+    m.data = {std::vector<char>(9000, 'e')};
+    m.data_tag = 42;
+    m.build = [](std::uint64_t) { return envelope(42, 10000); };
+    problem = "an envelope (data tag 42) of a 10000-byte message that carried 9000 bytes";
+  }
+  SECTION("it announces a message small enough to need none") {
+    m.build = [](std::uint64_t) { return envelope(43, 100); };
+    problem = "an envelope (data tag 43) of a 100-byte message: invalid";
+  }
+  SECTION("on the reply tag, without a data tag") {
+    m.tag = wire::tag_reply;
+    m.build = [](std::uint64_t) { return envelope(0, 10000); };
+    problem = "an envelope (data tag 0) of a 10000-byte message: invalid";
+  }
+  const outcome o = exchange(m, malformed_once);
+  seam::set_patience(10s);
+  CHECK(o.send_error == nullptr);
+  CHECK(o.after.malformed_messages == o.before.malformed_messages + 1);
+  CHECK_THAT(o.log, Contains(dropped_line(m.tag, problem)));
+  CHECK(o.after.late_replies_dropped == o.before.late_replies_dropped); // no error reply
+  CHECK(counters_balance());
   check_still_serving();
   REQUIRE_NOTHROW(rt.shutdown(true, 60s));
 }
