@@ -1244,7 +1244,8 @@ void engine::lead() {
           _waiters.load(std::memory_order_relaxed) > 0 || _transport->spinning_transfers() > 0
               ? wire::tag_request
               : MPI_ANY_TAG;
-      got = _transport->try_receive(tag, message);
+      const bool replies_expected = _pending.size() > 0 || _held_replies.load() > 0;
+      got = _transport->try_receive(tag, message, replies_expected);
     } catch (const std::exception& e) {
       log(std::string("polling failed: ") + e.what());
     }

@@ -145,7 +145,7 @@ void transport::close() noexcept {
   }
 }
 
-bool transport::try_receive(int tag, incoming& out) {
+bool transport::try_receive(int tag, incoming& out, bool replies_expected) {
   if (_loopback_size.load(std::memory_order_acquire) > 0 && try_receive_from_self(tag, out)) {
     return true;
   }
@@ -162,11 +162,18 @@ bool transport::try_receive(int tag, incoming& out) {
     return take_locked(ring, out);
   }
   if (tag != MPI_ANY_TAG) return probe_and_receive(MPI_ANY_SOURCE, tag, out);
-  if (take_either(out)) return true;
-  if (_empty_any_polls.fetch_add(1, std::memory_order_relaxed) % stray_poll_every ==
-      stray_poll_every - 1) {
-    return try_receive_stray(out);
+  // Relaxed load and store, not an increment: MPI_ANY_TAG polls come from the leader alone.
+  const unsigned polls = _any_polls.load(std::memory_order_relaxed) + 1;
+  _any_polls.store(polls, std::memory_order_relaxed);
+  if (!replies_expected && polls % replies_poll_every != 0) {
+    const ring_claim claim(_request_ring);
+    if (claim && take_locked(_request_ring, out)) return true;
+  } else if (take_either(out)) {
+    return true;
   }
+  const unsigned empty = _empty_any_polls.load(std::memory_order_relaxed) + 1;
+  _empty_any_polls.store(empty, std::memory_order_relaxed);
+  if (empty % stray_poll_every == 0) return try_receive_stray(out);
   return false;
 }
 

@@ -115,7 +115,15 @@ public:
   /// message it carried, received from the data communicator before this returns. Messages
   /// on any other tag are found by an MPI_ANY_TAG poll, which probes for them every
   /// stray_poll_every polls.
-  bool try_receive(int tag, incoming& out);
+  ///
+  /// `replies_expected` (MPI_ANY_TAG only): false when the caller has no call awaiting a reply;
+  /// then all but every replies_poll_every-th poll test the request ring alone, with MPI_Test,
+  /// which checks again after its progress (a reply nobody awaits, late or to a raw test
+  /// message, is still taken within that many polls).
+  bool try_receive(int tag, incoming& out, bool replies_expected = true);
+
+  /// See try_receive: how often an MPI_ANY_TAG poll that expects no reply tests both rings.
+  static constexpr unsigned replies_poll_every = 16;
 
   /// How often (in MPI_ANY_TAG polls that found nothing) try_receive probes for a message on
   /// a tag that has no posted receives (a malformed one: mpirpc sends only tags 1 and 2).
@@ -224,7 +232,8 @@ private:
   };
   posted_ring _request_ring;
   posted_ring _reply_ring;
-  std::atomic<unsigned> _empty_any_polls{0};
+  std::atomic<unsigned> _any_polls{0};      ///< MPI_ANY_TAG polls (one poller at a time)
+  std::atomic<unsigned> _empty_any_polls{0}; ///< of them, those that found nothing
   void post_ring(posted_ring& ring);
   void repost(posted_ring& ring, std::size_t slot);
   void repost_taken(posted_ring& ring);
