@@ -2,9 +2,9 @@
 #include "transport.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <limits>
@@ -266,6 +266,10 @@ bool transport::complete_taken(posted_ring& ring, int rc, const MPI_Status& stat
   out.continuation = false;
   out.problem.clear();
   const char* data = ring.buffers[slot].data();
+  // A receive that failed may still hold its request (Open MPI keeps it for MPI_Testany).
+  if (rc != MPI_SUCCESS && ring.requests[slot] != MPI_REQUEST_NULL) {
+    MPI_Request_free(&ring.requests[slot]);
+  }
   if (rc == MPI_ERR_TRUNCATE) {
     // Only a sender that is not mpirpc's transport can cause this (which envelopes larger
     // messages). What arrived is kept so that a readable header can still be answered.

@@ -209,6 +209,16 @@ std::vector<char> request(std::uint64_t call_id, std::uint64_t function_id,
 
 } // namespace
 
+/// The value of count_bytes' reply in `o`.
+std::uint64_t counted_bytes(const outcome& o) {
+  REQUIRE(o.reply.has_value());
+  REQUIRE(o.reply->header.kind == static_cast<std::uint8_t>(wire::kind::reply_value));
+  REQUIRE(o.reply->bytes.size() >= sizeof(wire::header) + sizeof(std::uint64_t));
+  std::uint64_t got = 0;
+  std::memcpy(&got, o.reply->bytes.data() + sizeof(wire::header), sizeof got);
+  return got;
+}
+
 TEST_CASE("raw well-formed requests are served (the seam itself)", "[wire]") {
   mpirpc::runtime rt;
   SECTION("inline arguments") {
@@ -237,11 +247,7 @@ TEST_CASE("raw well-formed requests are served (the seam itself)", "[wire]") {
       return request(id, id_of("count_bytes"), payload, {n}, 4242);
     };
     const outcome o = exchange(m, nothing);
-    REQUIRE(o.reply.has_value());
-    REQUIRE(o.reply->header.kind == static_cast<std::uint8_t>(wire::kind::reply_value));
-    std::uint64_t got = 0;
-    std::memcpy(&got, o.reply->bytes.data() + sizeof(wire::header), sizeof got);
-    CHECK(got == n);
+    CHECK(counted_bytes(o) == n);
   }
   SECTION("an inline argument too large for a posted receive: sent in an envelope") {
     const std::uint64_t n = 20000; // inline: under the out-of-line threshold, over 4 KiB
@@ -254,11 +260,7 @@ TEST_CASE("raw well-formed requests are served (the seam itself)", "[wire]") {
       return request(id, id_of("count_bytes"), payload);
     };
     const outcome o = exchange(m, nothing);
-    REQUIRE(o.reply.has_value());
-    REQUIRE(o.reply->header.kind == static_cast<std::uint8_t>(wire::kind::reply_value));
-    std::uint64_t got = 0;
-    std::memcpy(&got, o.reply->bytes.data() + sizeof(wire::header), sizeof got);
-    CHECK(got == n);
+    CHECK(counted_bytes(o) == n);
     CHECK(o.after.malformed_messages == o.before.malformed_messages);
   }
   check_still_serving();
