@@ -110,11 +110,11 @@ public:
   /// Both control tags have receives of wire::max_control_bytes posted ahead (a ring of
   /// them per tag, matched in the order posted, so messages of one tag keep their order): a
   /// poll tests the oldest, which is cheaper than probing and receiving (0.5 us less per
-  /// round trip here). A thread that finds another polling the same tag returns false at
-  /// once. A message that arrived in an envelope (wire::kind::envelope) is returned as the
-  /// message it carried, received from the data communicator before this returns. Messages
-  /// on any other tag are found by an MPI_ANY_TAG poll, which probes for them every
-  /// stray_poll_every polls.
+  /// round trip here). A thread that finds another polling the same tag yields its core once
+  /// and returns false (the other delivers what comes). A message that arrived in an envelope
+  /// (wire::kind::envelope) is returned as the message it carried, received from the data
+  /// communicator before this returns. Messages on any other tag are found by an MPI_ANY_TAG
+  /// poll, which probes for them every stray_poll_every polls.
   ///
   /// `replies_expected` (MPI_ANY_TAG only): false when the caller has no call awaiting a reply;
   /// then all but every replies_poll_every-th poll test the request ring alone, with MPI_Test,
