@@ -1,9 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Batching and in-order delivery, part of class engine (lib/README.md, "Batching"):
-// - outboxes: requests to one destination travel together in one MPI message while earlier
-//   calls to it still await their replies, and so do all one-way calls (rpc_ff); a lone call
-//   is never held back;
-// - reply batches: the replies made while a received batch runs leave as one message;
+// In-order delivery, part of class engine (lib/README.md, "Batching"); the batches themselves
+// are built by core/outbox_set:
 // - in-order runs: batches and one-way requests from one source run one after another, in the
 //   order they arrived, so that rpc_ff calls run in the order sent and a call made after them
 //   runs after them. A handler that is about to block hands the rest to a server thread.
@@ -20,22 +17,6 @@ namespace mpirpc::detail {
 namespace {
 using clock = std::chrono::steady_clock;
 
-/// A batch this old is sent by the next poller that finds no message (no thread waits for
-/// it, or it would have been sent when that thread started to wait).
-constexpr auto batch_delay = std::chrono::microseconds(20);
-/// Room a batch keeps for one more small message; a fuller batch is sent at once.
-constexpr std::size_t batch_headroom = 64;
-
-wire::header batch_header(std::uint32_t count, std::size_t bytes) {
-  wire::header h{};
-  h.magic = wire::magic;
-  h.version = wire::version;
-  h.kind = static_cast<std::uint8_t>(wire::kind::batch);
-  h.call_id = count;
-  h.payload_size = bytes - sizeof(wire::header);
-  return h;
-}
-
 /// Whether a message (header first) is a two-way request: one that a stalled run may leave
 /// behind (rescue_stalled_runs); a batch is looked at request by request.
 bool two_way_request(const char* data, std::size_t size) {
@@ -46,11 +27,6 @@ bool two_way_request(const char* data, std::size_t size) {
          !(h.flags & wire::request_one_way);
 }
 
-/// Puts the batch header in front of `bytes`, which hold `count` messages after room for it.
-void seal(std::vector<char>& bytes, std::uint32_t count) {
-  const wire::header h = batch_header(count, bytes.size());
-  std::memcpy(bytes.data(), &h, sizeof h);
-}
 } // namespace
 
 engine::in_order_cursor*& engine::current_cursor() noexcept {
@@ -61,262 +37,6 @@ engine::in_order_cursor*& engine::current_cursor() noexcept {
 engine::reply_target& engine::current_reply_target() noexcept {
   thread_local reply_target target;
   return target;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Sending
-
-void engine::send_counted(int dest, int tag, const char* data, std::size_t size) {
-  // Counted before the send (quiesce relies on sent >= received); a control message that
-  // never left is balanced as received.
-  _sent.fetch_add(1, std::memory_order_seq_cst);
-  bool control_sent = false;
-  try {
-    _transport->send(dest, tag, data, size, {}, 0, &control_sent);
-  } catch (...) {
-    if (!control_sent) _received.fetch_add(1, std::memory_order_seq_cst);
-    throw;
-  }
-}
-
-void engine::send_batch(int dest, int tag, std::vector<char>& bytes, std::uint32_t count) {
-  seal(bytes, count);
-  // Counted before it leaves, as _sent is: whoever has seen it arrive (and synchronized with
-  // this rank since) must see it counted here too. A send that fails takes it back.
-  _batches_sent.fetch_add(1, std::memory_order_seq_cst);
-  _messages_batched.fetch_add(count, std::memory_order_seq_cst);
-  try {
-    send_counted(dest, tag, bytes.data(), bytes.size());
-  } catch (...) {
-    _batches_sent.fetch_sub(1, std::memory_order_seq_cst);
-    _messages_batched.fetch_sub(count, std::memory_order_seq_cst);
-    throw;
-  }
-}
-
-void engine::send_or_batch(int dest, std::vector<char>& buffer, std::uint64_t call_id,
-                           bool may_batch) {
-  outbox& box = *_outboxes[static_cast<std::size_t>(dest)];
-  const std::size_t size = buffer.size();
-  if (!may_batch && box.count.load(std::memory_order_acquire) == 0) {
-    send_counted(dest, wire::tag_request, buffer.data(), size);
-    return;
-  }
-  std::vector<std::uint64_t> failed;
-  std::exception_ptr failure;
-  bool started = false;
-  bool sent_alone = false;
-  {
-    std::lock_guard<std::mutex> lock(box.mutex);
-    const std::uint32_t count = box.count.load(std::memory_order_relaxed);
-    if ((!may_batch && count == 0) || size + sizeof(wire::header) > wire::max_batch_bytes) {
-      // Not batched: what is batched already leaves first, then this message (still under the
-      // mutex, so that no later message to dest overtakes it). If the batch failed, this
-      // message is not sent either (it could not follow the batch in order): send_request
-      // takes its call back when the failure is rethrown below.
-      flush_locked(dest, box, failed, failure);
-      if (!failure) send_counted(dest, wire::tag_request, buffer.data(), size);
-      sent_alone = true;
-    } else {
-      if (box.bytes.size() + size > wire::max_batch_bytes) flush_locked(dest, box, failed, failure);
-      if (box.count.load(std::memory_order_relaxed) == 0) {
-        box.bytes.resize(sizeof(wire::header));
-        box.since = clock::now();
-        _outboxes_filled.fetch_add(1, std::memory_order_seq_cst);
-        started = true;
-      }
-      box.bytes.insert(box.bytes.end(), buffer.begin(), buffer.end());
-      box.calls.push_back(call_id);
-      box.count.fetch_add(1, std::memory_order_release);
-      if (box.bytes.size() + batch_headroom > wire::max_batch_bytes) {
-        flush_locked(dest, box, failed, failure);
-        started = false;
-      }
-    }
-  }
-  if (failure) {
-    fail_unsent(failed, failure, dest); // outside the mutex: their continuations may call dest
-    if (sent_alone) std::rethrow_exception(failure);
-  }
-  // A new batch: sent when this or another thread waits, when it is full, or by the leader,
-  // which looks at least every batch_poll_interval while a batch is out. The leader is woken
-  // only if it sleeps longer than that (waking it for every batch would cost more than the
-  // batch saves).
-  if (started) {
-    const std::int64_t soon = (clock::now() + batch_poll_interval).time_since_epoch().count();
-    if (_leader_idle.load(std::memory_order_seq_cst) ||
-        _leader_wakes_at_ns.load(std::memory_order_relaxed) > soon) {
-      std::lock_guard<std::mutex> lock(_leader_sleep_mutex); // no lost wake-up
-      _leader_idle.store(false, std::memory_order_seq_cst);
-      _leader_cv.notify_one();
-    }
-  }
-}
-
-void engine::flush_locked(int dest, outbox& box, std::vector<std::uint64_t>& failed,
-                          std::exception_ptr& failure) noexcept {
-  const std::uint32_t count = box.count.load(std::memory_order_relaxed);
-  if (count == 0) return;
-  try {
-    if (count == 1) { // a batch of one is just the message
-      send_counted(dest, wire::tag_request, box.bytes.data() + sizeof(wire::header),
-                   box.bytes.size() - sizeof(wire::header));
-    } else {
-      send_batch(dest, wire::tag_request, box.bytes, count);
-    }
-  } catch (...) {
-    failure = std::current_exception();
-    failed.insert(failed.end(), box.calls.begin(), box.calls.end());
-  }
-  box.bytes.clear();
-  box.calls.clear();
-  box.count.store(0, std::memory_order_release);
-  _outboxes_filled.fetch_sub(1, std::memory_order_seq_cst);
-}
-
-void engine::fail_unsent(const std::vector<std::uint64_t>& ids, const std::exception_ptr& failure,
-                         int dest) noexcept {
-  const std::string& callee = _workers[static_cast<std::size_t>(dest)].name;
-  const std::string why = describe_exception(failure).message;
-  std::size_t one_way = 0;
-  for (std::uint64_t id : ids) {
-    if (id == 0) {
-      ++one_way;
-      continue;
-    }
-    if (std::optional<pending_call> call = _pending.take(id)) {
-      const progress_callback_scope scope; // may run on a poller
-      call->sink->on_error(failure);
-    }
-  }
-  if (one_way > 0) {
-    log(std::to_string(one_way) + " one-way call(s) to " + callee + " could not be sent: " + why);
-  }
-}
-
-void engine::flush_outbox(int dest) noexcept {
-  outbox& box = *_outboxes[static_cast<std::size_t>(dest)];
-  if (box.count.load(std::memory_order_acquire) == 0) return;
-  std::vector<std::uint64_t> failed;
-  std::exception_ptr failure;
-  {
-    std::lock_guard<std::mutex> lock(box.mutex);
-    flush_locked(dest, box, failed, failure);
-  }
-  if (failure) fail_unsent(failed, failure, dest);
-}
-
-void engine::flush_outboxes() noexcept {
-  if (_reply_batches_filled.load(std::memory_order_seq_cst) > 0) {
-    for (std::size_t d = 0; d < _reply_batches.size(); ++d)
-      flush_reply_batch(static_cast<int>(d));
-  }
-  if (_outboxes_filled.load(std::memory_order_seq_cst) == 0) return;
-  for (std::size_t d = 0; d < _outboxes.size(); ++d)
-    flush_outbox(static_cast<int>(d));
-}
-
-void engine::flush_aged_outboxes(clock::time_point now) noexcept {
-  if (_reply_batches_filled.load(std::memory_order_seq_cst) > 0) {
-    // Replies whose thread went on to a handler that takes long (or blocks on something other
-    // than a future) are not held back by it.
-    for (std::size_t d = 0; d < _reply_batches.size(); ++d) {
-      reply_batch& batch = *_reply_batches[d];
-      std::unique_lock<std::mutex> lock(batch.mutex, std::try_to_lock);
-      if (!lock || batch.count == 0 || now - batch.since < batch_delay) continue;
-      flush_reply_batch_locked(static_cast<int>(d), batch);
-    }
-  }
-  if (_outboxes_filled.load(std::memory_order_seq_cst) == 0) return;
-  for (std::size_t d = 0; d < _outboxes.size(); ++d) {
-    outbox& box = *_outboxes[d];
-    if (box.count.load(std::memory_order_acquire) == 0) continue;
-    std::vector<std::uint64_t> failed;
-    std::exception_ptr failure;
-    {
-      std::unique_lock<std::mutex> lock(box.mutex, std::try_to_lock);
-      if (!lock || now - box.since < batch_delay) continue; // a sender is busy with it
-      flush_locked(static_cast<int>(d), box, failed, failure);
-    }
-    if (failure) fail_unsent(failed, failure, static_cast<int>(d));
-  }
-}
-
-void engine::drop_outboxes() noexcept {
-  for (std::size_t d = 0; d < _outboxes.size(); ++d) {
-    outbox& box = *_outboxes[d];
-    std::lock_guard<std::mutex> lock(box.mutex);
-    const std::size_t one_way =
-        static_cast<std::size_t>(std::count(box.calls.begin(), box.calls.end(), 0u));
-    if (one_way > 0) {
-      log(std::to_string(one_way) + " one-way call(s) to " + _workers[d].name +
-          " were not sent: the runtime stopped first");
-    }
-    if (box.count.load(std::memory_order_relaxed) > 0) {
-      _outboxes_filled.fetch_sub(1, std::memory_order_seq_cst);
-    }
-    box.bytes.clear();
-    box.calls.clear(); // the calls among them are failed by stop() with every pending call
-    box.count.store(0, std::memory_order_release);
-  }
-  // Replies not sent yet are dropped like any reply made once stopping (see admission); under
-  // their mutexes, so that no poller still sends one when the communicators are freed.
-  for (auto& batch : _reply_batches) {
-    std::lock_guard<std::mutex> lock(batch->mutex);
-    if (batch->count > 0) _reply_batches_filled.fetch_sub(1, std::memory_order_seq_cst);
-    batch->bytes.clear();
-    batch->count = 0;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reply batches
-
-bool engine::append_to_reply_batch(int dest, const std::vector<char>& message) {
-  const reply_target& target = current_reply_target();
-  if (target.owner != this || target.dest != dest ||
-      message.size() + sizeof(wire::header) > wire::max_batch_bytes) {
-    return false;
-  }
-  reply_batch& batch = *_reply_batches[static_cast<std::size_t>(dest)];
-  std::lock_guard<std::mutex> lock(batch.mutex);
-  if (batch.bytes.size() + message.size() > wire::max_batch_bytes) {
-    flush_reply_batch_locked(dest, batch);
-  }
-  if (batch.count == 0) {
-    batch.bytes.resize(sizeof(wire::header));
-    batch.since = clock::now();
-    _reply_batches_filled.fetch_add(1, std::memory_order_seq_cst);
-  }
-  batch.bytes.insert(batch.bytes.end(), message.begin(), message.end());
-  ++batch.count;
-  return true;
-}
-
-void engine::flush_reply_batch(int dest) noexcept {
-  if (dest < 0) return;
-  reply_batch& batch = *_reply_batches[static_cast<std::size_t>(dest)];
-  std::lock_guard<std::mutex> lock(batch.mutex);
-  flush_reply_batch_locked(dest, batch);
-}
-
-void engine::flush_reply_batch_locked(int dest, reply_batch& batch) noexcept {
-  if (batch.count == 0) return;
-  try {
-    if (batch.count == 1) {
-      send_counted(dest, wire::tag_reply, batch.bytes.data() + sizeof(wire::header),
-                   batch.bytes.size() - sizeof(wire::header));
-    } else {
-      send_batch(dest, wire::tag_reply, batch.bytes, batch.count);
-    }
-  } catch (const std::exception& e) {
-    // The callers' calls then time out (or fail at shutdown), as for a lost single reply.
-    log("could not send " + std::to_string(batch.count) + " replies to " +
-        _workers[static_cast<std::size_t>(dest)].name + ": " + e.what());
-  }
-  batch.bytes.clear();
-  batch.count = 0;
-  _reply_batches_filled.fetch_sub(1, std::memory_order_seq_cst);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -398,11 +118,11 @@ void engine::run_in_order(incoming& message, bool popped) {
 
 void engine::continue_in_order(int source) {
   // Runs as a posted task, which holds a handler slot; the requests it runs take their own.
-  _running_handlers.fetch_sub(1, std::memory_order_seq_cst);
+  _server.release_slot();
   struct retake {
-    std::atomic<int>& n;
-    ~retake() { n.fetch_add(1, std::memory_order_seq_cst); } // run_queued gives it back
-  } slot_back{_running_handlers};
+    server& s;
+    ~retake() { s.take_back_slot(); } // run_queued gives it back
+  } slot_back{_server};
   in_order& order = *_in_order[static_cast<std::size_t>(source)];
   incoming message;
   {
@@ -432,7 +152,7 @@ void engine::requeue_rest_locked(in_order& order, in_order_cursor& cursor) {
     rest.continuation = true;
     rest.bytes.resize(sizeof(wire::header));
     rest.bytes.insert(rest.bytes.end(), cursor.rest, cursor.end);
-    seal(rest.bytes, 0); // the count is not known here; nothing relies on it
+    seal_batch(rest.bytes, 0); // the count is not known here; nothing relies on it
     order.waiting.push_front(std::move(rest));
     _ordered_waiting.fetch_add(1, std::memory_order_seq_cst);
   }
@@ -441,7 +161,7 @@ void engine::requeue_rest_locked(in_order& order, in_order_cursor& cursor) {
 
 void engine::hand_off_in_order() noexcept {
   // Replies made so far must not wait behind a blocked handler.
-  if (current_reply_target().owner == this) flush_reply_batch(current_reply_target().dest);
+  if (current_reply_target().owner == this) _outboxes.flush_replies(current_reply_target().dest);
   in_order_cursor* cursor = current_cursor();
   if (!cursor || cursor->owner != this) return;
   in_order& order = *_in_order[static_cast<std::size_t>(cursor->source)];
@@ -536,7 +256,7 @@ void engine::handle_batch(incoming& message, const wire::header& h) {
     reply_target outer;
     ~restore() {
       if (!requests) return;
-      e.flush_reply_batch(source);
+      e._outboxes.flush_replies(source);
       slot = outer;
     }
   } done{*this, requests, message.source, reply_slot, outer};
@@ -553,7 +273,7 @@ void engine::handle_batch(incoming& message, const wire::header& h) {
     if (!problem.empty()) {
       log("dropped the rest of a malformed batch from rank " + std::to_string(message.source) +
           " (message " + std::to_string(index + 1) + "): " + problem);
-      _malformed.fetch_add(1, std::memory_order_seq_cst);
+      _stats.malformed.fetch_add(1, std::memory_order_seq_cst);
       break;
     }
     const char* const next = p + size;
@@ -571,7 +291,7 @@ void engine::handle_batch(incoming& message, const wire::header& h) {
     if (cursor) {
       in_order& order = *_in_order[static_cast<std::size_t>(cursor->source)];
       // In order: a request that cannot start now hands itself and the rest on.
-      if (!try_take_slot()) {
+      if (!_server.try_take_slot()) {
         {
           std::lock_guard<std::mutex> lock(order.mutex);
           if (cursor->handed_off) break; // a poller took [p, end) already
@@ -593,7 +313,7 @@ void engine::handle_batch(incoming& message, const wire::header& h) {
         }
       }
       if (taken) {
-        _running_handlers.fetch_sub(1, std::memory_order_seq_cst);
+        _server.release_slot();
         run_queued(); // the slot may be what the run's new thread waits for
         break;
       }
@@ -602,11 +322,6 @@ void engine::handle_batch(incoming& message, const wire::header& h) {
     handle_request(one, sub, slot_held);
     p = next;
   }
-}
-
-void engine::one_way_failed(const std::string& what) noexcept {
-  log(what); // before the count: whoever sees the count finds the line written
-  _one_way_failed.fetch_add(1, std::memory_order_seq_cst);
 }
 
 } // namespace mpirpc::detail

@@ -7,7 +7,7 @@
 
 #include <mpirpc/errors.hpp>
 
-#include "wire.hpp"
+#include "net/wire.hpp"
 
 namespace mpirpc::detail {
 

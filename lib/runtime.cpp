@@ -15,11 +15,11 @@
 #include <mpirpc/errors.hpp>
 #include <mpirpc/rpc.hpp>
 
-#include "backoff.hpp"
+#include "net/backoff.hpp"
 #include "engine.hpp"
 #include "errors_internal.hpp"
-#include "registry.hpp"
-#include "transport.hpp"
+#include "core/registry.hpp"
+#include "net/transport.hpp"
 
 namespace mpirpc {
 namespace detail {

@@ -29,9 +29,9 @@
 
 #include "errors_internal.hpp"
 #include "fuzz_types.hpp"
-#include "registry.hpp"
-#include "rref_wire.hpp"
-#include "wire.hpp"
+#include "core/registry.hpp"
+#include "rref/rref_wire.hpp"
+#include "net/wire.hpp"
 
 namespace {
 

@@ -22,7 +22,7 @@
 
 #include <mpirpc/serialization.hpp>
 
-#include "rref_wire.hpp"
+#include "rref/rref_wire.hpp"
 
 namespace fuzz {
 

@@ -18,9 +18,9 @@
 #include <mpirpc/serialization.hpp>
 
 #include "fuzz_types.hpp"
-#include "registry.hpp"
-#include "rref_wire.hpp"
-#include "wire.hpp"
+#include "core/registry.hpp"
+#include "rref/rref_wire.hpp"
+#include "net/wire.hpp"
 
 /// Open MPI's MPI_Init/MPI_Finalize leave allocations behind that LeakSanitizer would report
 /// at exit; they are not the decoder's.

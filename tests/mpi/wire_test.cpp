@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Bad input on the wire, end to end: every rank puts raw bytes on the runtime's private
-// communicators (the test seam of lib/testing.hpp) for its right neighbour's running engine
-// and checks the defined outcome (docs/wire.md, "Validation on receipt"): the error reply
-// where one is due (received through the seam: code, type, text), the counter, the log line,
+// communicators (the test seam, tests/support/seam/testing.hpp) for its right neighbour's
+// running engine and checks the defined outcome (docs/wire.md, "Validation on receipt"): the error
+// reply where one is due (received through the seam: code, type, text), the counter, the log line,
 // that the sender of announced out-of-line data is released, that the neighbour keeps serving,
 // that the quiescence counters balance after every case and that graceful shutdown completes.
 #include <catch2/catch.hpp>
@@ -22,10 +22,10 @@
 
 #include <mpirpc/mpirpc.hpp>
 
+#include "core/registry.hpp"
 #include "mpi_test_support.hpp"
-#include "registry.hpp"
+#include "net/wire.hpp"
 #include "testing.hpp"
-#include "wire.hpp"
 
 namespace {
 
@@ -271,8 +271,8 @@ TEST_CASE("raw well-formed requests are served (the seam itself)", "[wire]") {
 std::vector<char> envelope(std::uint32_t data_tag, std::uint64_t size) {
   std::vector<char> payload;
   append(payload, size);
-  return seam::make_message(
-      seam::make_header(wire::kind::envelope, 0, 0, sizeof size, 0, data_tag), payload);
+  return seam::make_message(seam::make_header(wire::kind::envelope, 0, 0, sizeof size, 0, data_tag),
+                            payload);
 }
 
 TEST_CASE("envelopes that cannot be opened are dropped, counted and logged, never answered",

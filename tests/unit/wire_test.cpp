@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "wire.hpp"
+#include "net/wire.hpp"
 
 namespace {
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "transport.hpp"
+#include "net/transport.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -12,8 +12,8 @@
 
 #include <mpirpc/errors.hpp>
 
-#include "backoff.hpp"
-#include "wire.hpp"
+#include "net/backoff.hpp"
+#include "net/wire.hpp"
 
 namespace mpirpc::detail {
 
@@ -254,8 +254,7 @@ bool transport::take_either(incoming& out) {
   return complete_taken(ring, rc, status, out);
 }
 
-bool transport::complete_taken(posted_ring& ring, int rc, const MPI_Status& status,
-                               incoming& out) {
+bool transport::complete_taken(posted_ring& ring, int rc, const MPI_Status& status, incoming& out) {
   const std::size_t slot = ring.head;
   ring.head = (slot + 1) % posted_ring::depth;
   int count = 0;
@@ -312,8 +311,8 @@ void transport::open_envelope(incoming& out) {
   MPI_Message message;
   std::size_t bytes = 0;
   if (!match_data(out.source, h.data_tag, message, bytes, pacer)) {
-    out.problem = what + " whose message did not arrive within " +
-                  std::to_string(patience().count()) + " ms";
+    out.problem =
+        what + " whose message did not arrive within " + std::to_string(patience().count()) + " ms";
     return;
   }
   if (bytes != size) {
@@ -367,8 +366,7 @@ void transport::cancel_posted() noexcept {
     const auto deadline = clock::now() + std::chrono::seconds(1);
     for (;;) {
       int done = 0;
-      MPI_Testall(static_cast<int>(posted_ring::depth), ring->requests, &done,
-                  MPI_STATUSES_IGNORE);
+      MPI_Testall(static_cast<int>(posted_ring::depth), ring->requests, &done, MPI_STATUSES_IGNORE);
       if (done || clock::now() >= deadline) break;
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
@@ -470,13 +468,12 @@ void transport::post_and_wait(int dest, int tag, const char* data, std::size_t s
     if (control_sent) *control_sent = true;
     // From here on the receiver has the message (the stub) and counts it, whatever follows; if
     // this fails, nothing else was posted and the receiver gives up after its patience.
-    check_mpi(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, dest, data_tag, _data,
-                        &requests.back()),
-              "MPI_Isend");
-  } else {
     check_mpi(
-        MPI_Isend(data, static_cast<int>(size), MPI_BYTE, dest, tag, _ctrl, &requests.back()),
-        "MPI_Isend"); // if this fails, nothing has left
+        MPI_Isend(data, static_cast<int>(size), MPI_BYTE, dest, data_tag, _data, &requests.back()),
+        "MPI_Isend");
+  } else {
+    check_mpi(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, dest, tag, _ctrl, &requests.back()),
+              "MPI_Isend"); // if this fails, nothing has left
     if (control_sent) *control_sent = true;
   }
   std::exception_ptr failure;
@@ -570,6 +567,20 @@ void transport::send_raw(int dest, int tag, const char* data, std::size_t size,
                          const std::vector<segment>& messages, int data_tag, bool* control_sent) {
   if (control_sent) *control_sent = false;
   post_and_wait(dest, tag, data, size, messages, data_tag, false, control_sent);
+}
+
+void transport::allreduce_sum(const std::uint64_t* in, std::uint64_t* out, int count) {
+  MPI_Request request;
+  check_mpi(MPI_Iallreduce(in, out, count, MPI_UINT64_T, MPI_SUM, _coll, &request),
+            "MPI_Iallreduce");
+  wait_with_backoff(1, &request);
+}
+
+void transport::allgather(const std::uint64_t* in, int count, std::uint64_t* out) {
+  MPI_Request request;
+  check_mpi(MPI_Iallgather(in, count, MPI_UINT64_T, out, count, MPI_UINT64_T, _coll, &request),
+            "MPI_Iallgather");
+  wait_with_backoff(1, &request);
 }
 
 bool transport::match_data(int source, std::uint32_t data_tag, MPI_Message& message,

@@ -150,9 +150,10 @@ public:
             const std::vector<segment>& segments, std::uint32_t data_tag,
             bool* control_sent = nullptr);
 
-  /// Test seam (lib/testing.hpp): sends `data` as the control message with `tag`, then each of
-  /// `messages` as one message on the data communicator with `data_tag` as given (no chunking,
-  /// no checks). Same completion and failure contract as send().
+  /// Sends `data` as the control message with `tag`, then each of `messages` as one message
+  /// on the data communicator with `data_tag` as given (no chunking, no checks), so that bad
+  /// input can be forged: used by the test seam (tests/support/seam) and by unit tests. Same
+  /// completion and failure contract as send().
   void send_raw(int dest, int tag, const char* data, std::size_t size,
                 const std::vector<segment>& messages, int data_tag, bool* control_sent);
 
@@ -191,6 +192,12 @@ public:
 
   /// A fresh tag for one message's segments.
   std::uint32_t next_data_tag() noexcept;
+
+  /// Collective over the collective communicator: `out[i]` = the sum over ranks of `in[i]`
+  /// (MPI_Iallreduce, waited for with wait_with_backoff).
+  void allreduce_sum(const std::uint64_t* in, std::uint64_t* out, int count);
+  /// Collective: every rank's `count` values of `in`, by rank, into `out` (size() x count).
+  void allgather(const std::uint64_t* in, int count, std::uint64_t* out);
 
   /// Frees the communicators. Called once traffic has stopped.
   void close() noexcept;
@@ -232,7 +239,7 @@ private:
   };
   posted_ring _request_ring;
   posted_ring _reply_ring;
-  std::atomic<unsigned> _any_polls{0};      ///< MPI_ANY_TAG polls (one poller at a time)
+  std::atomic<unsigned> _any_polls{0};       ///< MPI_ANY_TAG polls (one poller at a time)
   std::atomic<unsigned> _empty_any_polls{0}; ///< of them, those that found nothing
   void post_ring(posted_ring& ring);
   void repost(posted_ring& ring, std::size_t slot);

@@ -16,7 +16,7 @@
 
 #include <mpirpc/rref.hpp>
 
-#include "registry.hpp"
+#include "core/registry.hpp"
 
 namespace mpirpc::detail {
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Remote references: the owner's objects, the reference records and the weighted reference
 // counting protocol of include/mpirpc/rref.hpp (message sequences in docs/rref.md).
-#include "rref_table.hpp"
+#include "rref/rref_table.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -12,7 +12,7 @@
 
 #include "engine.hpp"
 #include "errors_internal.hpp"
-#include "rref_wire.hpp"
+#include "rref/rref_wire.hpp"
 
 namespace mpirpc::detail {
 

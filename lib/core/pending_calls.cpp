@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "pending_calls.hpp"
+#include "core/pending_calls.hpp"
 
 namespace mpirpc::detail {
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Test seam: raw bytes on the running runtime's private communicators. Internal to lib/ and to
-// the tests that put lib/ on their include path (tests/mpi/wire_test.cpp); not part of the
-// public API, not installed, and not to be used by applications.
+// Test seam: raw bytes on the running runtime's private communicators. Its own library
+// (mpirpc_test_seam, tests/CMakeLists.txt), linked by the tests that use it
+// (tests/mpi/wire_test.cpp): not part of mpirpc, not installed, not for applications.
 #pragma once
 
 #include <chrono>
@@ -11,8 +11,8 @@
 #include <utility>
 #include <vector>
 
-#include "transport.hpp"
-#include "wire.hpp"
+#include "net/transport.hpp"
+#include "net/wire.hpp"
 
 namespace mpirpc::detail::testing {
 
@@ -48,7 +48,8 @@ struct error_reply {
 };
 
 /// From now on, a reply with `call_id` that names no pending call of this rank is kept for
-/// take_reply instead of being dropped as late (its out-of-line buffers are discarded).
+/// take_reply instead of being dropped as late (its out-of-line buffers are discarded). The
+/// first call installs the seam's late_reply_hook in the library (lib/engine.hpp).
 void expect_reply(std::uint64_t call_id);
 /// Waits up to `limit` for the reply expected with `call_id`; forgets the expectation either way.
 std::optional<reply> take_reply(std::uint64_t call_id, std::chrono::milliseconds limit);
@@ -61,9 +62,5 @@ std::pair<std::uint64_t, std::uint64_t> message_counts();
 /// How long the running engine waits for announced out-of-line data (transport::patience).
 void set_patience(std::chrono::milliseconds patience);
 std::chrono::milliseconds patience();
-
-/// Called by engine::handle_reply for a reply that names no pending call: true if a test
-/// expected it (it is then kept for take_reply). Costs one atomic load when none is expected.
-bool capture_reply(const incoming& message);
 
 } // namespace mpirpc::detail::testing

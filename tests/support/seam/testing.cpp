@@ -17,8 +17,7 @@ namespace mpirpc::detail {
 /// The engine's internals the seam needs (a friend of engine).
 struct testing_access {
   static transport& transport_of(engine& e) { return *e._transport; }
-  static std::atomic<std::uint64_t>& sent(engine& e) { return e._sent; }
-  static std::atomic<std::uint64_t>& received(engine& e) { return e._received; }
+  static message_counter& messages(engine& e) { return e._messages; }
 };
 
 namespace testing {
@@ -28,6 +27,20 @@ std::mutex g_mutex;
 std::condition_variable g_arrived;
 std::map<std::uint64_t, std::optional<reply>> g_expected; // under g_mutex
 std::atomic<int> g_expected_count{0};
+
+/// The engine's late_reply_hook: keeps a reply a test expects for take_reply. Costs one atomic
+/// load when none is expected.
+bool capture_reply(const incoming& message) {
+  if (g_expected_count.load(std::memory_order_acquire) == 0) return false;
+  wire::header h;
+  std::memcpy(&h, message.bytes.data(), sizeof h); // validated by dispatch
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_expected.find(h.call_id);
+  if (it == g_expected.end() || it->second) return false;
+  it->second = reply{message.source, h, message.bytes};
+  g_arrived.notify_all();
+  return true;
+}
 } // namespace
 
 void send_raw(int dest, int tag, const std::vector<char>& control,
@@ -36,17 +49,11 @@ void send_raw(int dest, int tag, const std::vector<char>& control,
   std::vector<segment> parts;
   for (const auto& d : data)
     parts.push_back(segment{d.data(), d.size()});
-  // As engine::send_message: counted before the send, so that no rank counts it received
-  // before it counts as sent.
-  testing_access::sent(e).fetch_add(1, std::memory_order_seq_cst);
-  bool control_sent = false;
-  try {
+  // Counted as engine::send_message counts a message (core/message_counter.hpp).
+  testing_access::messages(e).send([&](bool* control_sent) {
     testing_access::transport_of(e).send_raw(dest, tag, control.data(), control.size(), parts,
-                                             data_tag, &control_sent);
-  } catch (...) {
-    if (!control_sent) testing_access::received(e).fetch_add(1, std::memory_order_seq_cst);
-    throw;
-  }
+                                             data_tag, control_sent);
+  });
 }
 
 wire::header make_header(wire::kind kind, std::uint64_t call_id, std::uint64_t function_id,
@@ -78,6 +85,7 @@ std::vector<char> make_message(const wire::header& h, const std::vector<char>& p
 }
 
 void expect_reply(std::uint64_t call_id) {
+  g_late_reply_hook.store(&capture_reply, std::memory_order_release);
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_expected.emplace(call_id, std::nullopt).second) g_expected_count.fetch_add(1);
 }
@@ -113,7 +121,7 @@ error_reply decode_error(const reply& r) {
 
 std::pair<std::uint64_t, std::uint64_t> message_counts() {
   engine& e = running_engine();
-  return {testing_access::sent(e).load(), testing_access::received(e).load()};
+  return {testing_access::messages(e).sent_count(), testing_access::messages(e).received_count()};
 }
 
 void set_patience(std::chrono::milliseconds p) {
@@ -122,18 +130,6 @@ void set_patience(std::chrono::milliseconds p) {
 
 std::chrono::milliseconds patience() {
   return testing_access::transport_of(running_engine()).patience();
-}
-
-bool capture_reply(const incoming& message) {
-  if (g_expected_count.load(std::memory_order_acquire) == 0) return false;
-  wire::header h;
-  std::memcpy(&h, message.bytes.data(), sizeof h); // validated by dispatch
-  std::lock_guard<std::mutex> lock(g_mutex);
-  auto it = g_expected.find(h.call_id);
-  if (it == g_expected.end() || it->second) return false;
-  it->second = reply{message.source, h, message.bytes};
-  g_arrived.notify_all();
-  return true;
 }
 
 } // namespace testing

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "wire.hpp"
+#include "net/wire.hpp"
 
 #include <cstring>
 

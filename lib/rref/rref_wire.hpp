@@ -11,7 +11,7 @@
 
 #include <mpirpc/serialization.hpp>
 
-#include "wire.hpp"
+#include "net/wire.hpp"
 
 namespace mpirpc::detail::wire {
 

@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: MIT
+// The send path: framing, limits, batching or not, flow control, admission. Internal.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <mpirpc/rpc.hpp>
+
+#include "core/admission.hpp"
+#include "core/message_counter.hpp"
+#include "core/outbox_set.hpp"
+#include "core/pending_calls.hpp"
+#include "core/registry.hpp"
+#include "core/session.hpp"
+#include "core/statistics.hpp"
+#include "net/transport.hpp"
+#include "net/wire.hpp"
+
+namespace mpirpc::detail {
+
+/// A call is batched when it is part of a burst: the calling thread's previous call went to the
+/// same destination less than batch_burst ago, the thread has dispatched no message since, and
+/// this many calls to the destination await their replies (counting this one), so that the
+/// batch leaves before they are all answered. A lone call, and a chain of nested calls (each
+/// made after a message arrived), goes at once.
+inline constexpr int batch_from_outstanding = 4;
+inline constexpr std::chrono::nanoseconds batch_burst{10000};
+
+/// What the sender tells the layers above it, and asks of them. The engine implements it.
+class sender_hooks {
+public:
+  /// Whether a reply to `dest` made on this thread joins a reply batch (the thread runs a
+  /// batch of requests from `dest`; core/in_order).
+  virtual bool batches_replies_to(int dest) const noexcept = 0;
+  /// A request batch was started: it should be sent within pacing's batch_poll_interval.
+  virtual void batch_started() noexcept = 0;
+  /// A two-way call was sent: its reply should be noticed soon.
+  virtual void call_sent() noexcept = 0;
+  /// This thread is about to sleep until a destination has room: what it holds back (an
+  /// in-order run) must go on elsewhere.
+  virtual void before_waiting_for_room() noexcept = 0;
+  /// A request was built but will not be sent (it timed out waiting for room): what it lent
+  /// out of this rank's remote references goes back.
+  virtual void request_dropped() noexcept = 0;
+
+protected:
+  ~sender_hooks() = default;
+};
+
+/// Sends this rank's messages (any thread): requests, one-way calls, replies. Control messages
+/// without out-of-line buffers go through the outbox_set (batched, or at once), every other
+/// through the transport, counted by the message counter. Thread-safe.
+class sender {
+public:
+  struct limits {
+    int max_outstanding = 0;      ///< per destination; zero: no limit
+    double default_timeout_s = 0; ///< options::rpc_timeout; zero: none
+  };
+  sender(transport& t, message_counter& messages, outbox_set& outboxes, pending_calls& pending,
+         const session& s, statistics& counters, sender_hooks& hooks, limits l);
+
+  admission_gate& gate() noexcept { return _gate; }
+
+  /// Fills in the header of `buffer` (room for it, then the payload), checks the limits before
+  /// anything is sent, and sends it to `dest` with its `segments` (batched where it may be,
+  /// see sender_hooks and the burst rule). `now`: the caller's reading of the clock, if it has
+  /// one (a request's start), else epoch. Throws serialization_error (a limit) or mpi_error.
+  void send_message(int dest, int tag, std::vector<char>& buffer, wire::kind kind,
+                    std::uint64_t call_id, std::uint64_t function_id,
+                    const std::vector<segment>& segments, std::uint16_t flags = 0,
+                    std::chrono::steady_clock::time_point now = {});
+  /// Sends a request for `fn` with the given wire flags (see rpc.hpp's on_rref/creates_rref),
+  /// its reply to go to `sink`. Waits for room under max_outstanding (not on the progress
+  /// path). False if the call timed out waiting for room and was never sent (`sink` has the
+  /// error). Throws shutdown_error once the gate is closed.
+  bool send_request(int dest, const function_entry& fn, std::uint16_t flags,
+                    request_buffers& request, std::shared_ptr<reply_sink> sink, double timeout_s);
+  /// Sends a one-way request (rpc_ff): batched with this rank's other messages to `dest`, in
+  /// the order of the calls.
+  void send_one_way(int dest, const function_entry& fn, request_buffers& request);
+  /// Sends an error reply; a failure is logged.
+  void send_error_reply(int dest, std::uint64_t call_id, std::uint64_t function_id,
+                        wire::error_code code, const std::string& type, const std::string& message,
+                        const std::string& origin) noexcept;
+
+  /// When this rank last sent a request (relaxed, for pacing).
+  std::chrono::steady_clock::time_point last_call() const noexcept {
+    return std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(_last_call_ns.load(std::memory_order_relaxed)));
+  }
+  /// When a thread that is not one of the engine's sent a request or one-way call last.
+  std::chrono::steady_clock::time_point last_user_call() const noexcept {
+    return std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(_last_user_call_ns.load(std::memory_order_relaxed)));
+  }
+  /// What this thread sends next follows a message it received: not a burst.
+  static void message_received() noexcept;
+
+private:
+  bool wait_for_room(int dest, std::chrono::steady_clock::time_point deadline);
+  bool in_burst(int dest, std::chrono::steady_clock::time_point now) noexcept;
+  void note_call(std::chrono::steady_clock::time_point now) noexcept;
+
+  transport& _transport;
+  message_counter& _messages;
+  outbox_set& _outboxes;
+  pending_calls& _pending;
+  const session& _session;
+  statistics& _counters;
+  sender_hooks& _hooks;
+  const limits _limits;
+  admission_gate _gate;
+  std::atomic<std::int64_t> _last_call_ns{0};
+  std::atomic<std::int64_t> _last_user_call_ns{0};
+};
+
+} // namespace mpirpc::detail
