@@ -18,7 +18,7 @@ using mpirpc::detail::poll_baton;
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
 
-constexpr auto hang = 30s; // far beyond any correct outcome
+constexpr auto hang = 10s; // far beyond any correct outcome
 
 bool never() {
   return false;
@@ -76,8 +76,13 @@ TEST_CASE("the standby does not take over while its caller says the leader is bu
         stop);
     return std::make_pair(leads, allowed.load());
   });
-  while (asked.load() < 3) // it looked three times and was refused each time
-    std::this_thread::sleep_for(1ms);
+  // It looks three times and is refused each time; it must not have taken over meanwhile.
+  const auto give_up = clock::now() + hang;
+  while (asked.load() < 3 && clock::now() < give_up &&
+         follower.wait_for(1ms) != std::future_status::ready) {
+  }
+  REQUIRE(follower.wait_for(0s) != std::future_status::ready);
+  REQUIRE(asked.load() >= 3);
   allowed = true;
   REQUIRE(follower.wait_for(hang) == std::future_status::ready);
   const auto [leads, was_allowed] = follower.get();
