@@ -80,6 +80,7 @@ engine::engine(const options& opts, std::unique_ptr<transport> t, std::vector<wo
       _outboxes(_session.size(), *this, _pending, _session, _stats),
       _sender(*_transport, _messages, _outboxes, _pending, _session, _stats, *this,
               sender::limits{opts.max_outstanding_calls, opts.rpc_timeout.count()}),
+      _replies(_sender, _session, _diagnostics, _lending),
       _server(opts.num_worker_threads, *this, _session), _timeouts(_pending, _session, _stats),
       _chores(_timeouts, _outboxes) {
   for (std::size_t r = 0; r < _session.workers().size(); ++r) {
@@ -129,130 +130,7 @@ void engine::before_waiting_for_room() noexcept {
 }
 
 void engine::request_dropped() noexcept {
-  rref_table::fork_log_undo(0);
-}
-
-namespace {
-/// Releases an async-execution handler's hold on the quiescence count when its reply has been
-/// dealt with, whichever way.
-struct hold_release {
-  reply_token& token;
-  std::atomic<int>& held;
-  ~hold_release() {
-    if (token.held) held.fetch_sub(1, std::memory_order_seq_cst);
-  }
-};
-} // namespace
-
-bool engine::send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
-  if (token.one_way) { // nobody waits for the value
-    if (token.held) _held_one_way.fetch_sub(1, std::memory_order_seq_cst);
-    return true;
-  }
-  const hold_release release{token, _held_replies};
-  bool may_wait = !in_progress_callback();
-  std::string replenish_failed;
-  for (;;) {
-    future<void> replenished;
-    bool exhausted = false;
-    {
-      const admission_gate::pass admitted(_sender.gate());
-      if (!admitted) return true; // a late reply of an async handler after shutdown
-      // rrefs in the result give weight to the reply: kept if it is sent, given back if not.
-      struct fork_guard {
-        std::size_t mark = rref_table::fork_log_mark();
-        bool sent = false;
-        ~fork_guard() {
-          if (sent) {
-            rref_table::fork_log_commit(mark);
-          } else {
-            rref_table::fork_log_undo(mark);
-          }
-        }
-      } forks;
-      std::vector<char>& buffer = this_thread().reply_buffer;
-      const trim_on_exit trim{buffer};
-      std::vector<segment> segments;
-      const char* failed = nullptr;
-      bool send_failed = false; // MPI may still read the value's buffers
-      std::string what;
-      try {
-        buffer.resize(sizeof(wire::header));
-        if (save) {
-          writer w(buffer, &segments);
-          save(w, value);
-        }
-      } catch (rref_weight_exhausted& e) {
-        if (may_wait) {
-          exhausted = true; // waited for below, outside the admission
-          replenished = e.replenished;
-        } else {
-          failed = "serialized";
-          what = std::string(e.what()) +
-                 (replenish_failed.empty() ? " (a reply sent from a progress-path "
-                                             "continuation cannot wait for it)"
-                                           : " (asking for more failed: " + replenish_failed + ")");
-        }
-      } catch (...) {
-        failed = "serialized";
-        what = describe_exception(std::current_exception()).message;
-      }
-      if (!failed && !exhausted) {
-        try {
-          _sender.send_message(token.source, wire::tag_reply, buffer, wire::kind::reply_value,
-                               token.call_id, token.function_id, segments);
-          forks.sent = true;
-          return true;
-        } catch (...) {
-          failed = "sent";
-          send_failed = true;
-          what = describe_exception(std::current_exception()).message;
-        }
-      }
-      if (failed) {
-        _sender.send_error_reply(token.source, token.call_id, token.function_id,
-                                 wire::error_code::serialization, "mpirpc::serialization_error",
-                                 "the result of '" + function_name(token.function_id) +
-                                     "' could not be " + failed + " on " + self().name + ": " +
-                                     what,
-                                 self().name);
-        return !send_failed;
-      }
-    }
-    // An rref in the result had no weight left: wait until its owner gave more, then build the
-    // reply again (the value lives until this function returns).
-    try {
-      replenished.wait();
-    } catch (...) {
-      may_wait = false; // the next attempt reports the failure
-      replenish_failed = describe_exception(std::current_exception()).message;
-    }
-  }
-}
-
-void engine::send_reply_error(reply_token& token, std::exception_ptr error) noexcept {
-  if (token.one_way) { // nobody waits for it: logged and counted instead
-    const exception_description d = describe_exception(error);
-    _diagnostics.one_way_failed("a one-way call of '" + function_name(token.function_id) +
-                                "' from " + _session.name_of(token.source) + " failed: " + d.type +
-                                ": " + d.message);
-    if (token.held) _held_one_way.fetch_sub(1, std::memory_order_seq_cst);
-    return;
-  }
-  const hold_release release{token, _held_replies};
-  const admission_gate::pass admitted(_sender.gate());
-  if (!admitted) return;
-  const exception_description d = describe_exception(error);
-  _sender.send_error_reply(token.source, token.call_id, token.function_id, d.code, d.type,
-                           d.message, d.origin.empty() ? self().name : d.origin);
-}
-
-void engine::hold_reply(reply_token& token) noexcept {
-  if (!token.held) {
-    token.held = true;
-    // A one-way call's asynchronous part counts as busy for shutdown: no caller counts it.
-    (token.one_way ? _held_one_way : _held_replies).fetch_add(1, std::memory_order_seq_cst);
-  }
+  _lending.undo(0);
 }
 
 std::exception_ptr engine::decode_error_reply(const char* payload, std::size_t size,
@@ -500,7 +378,7 @@ void engine::run_request(const incoming& message, const wire::header& h, const f
     return;
   } catch (...) {
     segments.drain();
-    send_reply_error(token, std::current_exception());
+    _replies.send_error(token, std::current_exception());
     _stats.requests_served.fetch_add(1, std::memory_order_relaxed);
     return;
   }
@@ -597,7 +475,7 @@ void engine::lead() {
           _waiters.load(std::memory_order_relaxed) > 0 || _transport->spinning_transfers() > 0
               ? wire::tag_request
               : MPI_ANY_TAG;
-      const bool replies_expected = _pending.size() > 0 || _held_replies.load() > 0;
+      const bool replies_expected = _pending.size() > 0 || _replies.held() > 0;
       got = _transport->try_receive(tag, message, replies_expected);
     } catch (const std::exception& e) {
       log(std::string("polling failed: ") + e.what());
@@ -640,7 +518,7 @@ void engine::lead() {
       continue;
     }
     view.calls_out = (_pending.size() > 0 && _waiters.load(std::memory_order_relaxed) == 0) ||
-                     _held_replies.load() > 0;
+                     _replies.held() > 0;
     view.batches_out = _outboxes.any();
     view.called_lately = now - _sender.last_call() < pacing::recent_call_window;
     view.idle_poll_interval = _idle_poll_interval;
@@ -745,7 +623,7 @@ std::string engine::quiesce(clock::time_point deadline) {
             b.queued = static_cast<std::uint64_t>(_server.queued()) +
                        _ordered_waiting.load(std::memory_order_seq_cst);
             b.running = static_cast<std::uint64_t>(_server.running()) +
-                        static_cast<std::uint64_t>(_held_one_way.load(std::memory_order_seq_cst));
+                        static_cast<std::uint64_t>(_replies.held_one_way());
             b.pending = static_cast<std::uint64_t>(_pending.size());
             return b;
           });

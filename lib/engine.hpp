@@ -25,6 +25,7 @@
 #include "core/outbox_set.hpp"
 #include "core/pending_calls.hpp"
 #include "core/registry.hpp"
+#include "core/replies.hpp"
 #include "core/sender.hpp"
 #include "core/server.hpp"
 #include "core/session.hpp"
@@ -77,9 +78,13 @@ public:
   /// older than batch_delay, and by quiesce().
   void flush_outboxes() noexcept { _outboxes.flush_all(); }
   /// False only if sending the value failed part way: MPI may then still read its buffers.
-  bool send_reply_value(reply_token& token, save_fn save, const void* value) noexcept;
-  void send_reply_error(reply_token& token, std::exception_ptr error) noexcept;
-  void hold_reply(reply_token& token) noexcept;
+  bool send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
+    return _replies.send_value(token, save, value);
+  }
+  void send_reply_error(reply_token& token, std::exception_ptr error) noexcept {
+    _replies.send_error(token, std::move(error));
+  }
+  void hold_reply(reply_token& token) noexcept { _replies.hold(token); }
 
   /// Runs `task` on a server thread (a handler slot), after the requests already queued.
   /// Dropped unrun if the engine stops first.
@@ -183,7 +188,6 @@ private:
 
   // termination-detection counters (messages on the control communicator)
   message_counter _messages;
-  std::atomic<int> _held_replies{0};
 
   statistics _stats;
   diagnostics _diagnostics{_session, _stats};
@@ -193,10 +197,11 @@ private:
   std::vector<std::unique_ptr<in_order>> _in_order; ///< by source rank
   std::atomic<std::uint64_t> _ordered_waiting{0};   ///< messages waiting in _in_order
   std::atomic<std::int64_t> _next_rescue_ns{0};     ///< see rescue_stalled_runs
-  std::atomic<int> _held_one_way{0}; ///< one-way async-execution calls not yet complete
 
-  // the send path (framing, flow control, admission)
+  // the send path (framing, flow control, admission), and the replies of this rank's handlers
+  fork_lending _lending; ///< what messages borrow from remote references
   sender _sender;
+  replies _replies;
 
   // handler slots and the requests and tasks waiting for one
   server _server;

@@ -16,6 +16,7 @@
 
 #include <mpirpc/rref.hpp>
 
+#include "core/lending.hpp"
 #include "core/registry.hpp"
 
 namespace mpirpc::detail {
@@ -143,7 +144,15 @@ private:
   std::atomic<bool> _stopped{false};
 };
 
-/// The internal functions of the protocol (registered in lib/rref.cpp).
+/// The fork log as the core sees it: what messages being built borrowed from references.
+class fork_lending final : public lending_log {
+public:
+  std::size_t mark() const noexcept override { return rref_table::fork_log_mark(); }
+  void commit(std::size_t mark) noexcept override { rref_table::fork_log_commit(mark); }
+  void undo(std::size_t mark) noexcept override { rref_table::fork_log_undo(mark); }
+};
+
+/// The internal functions of the protocol (registered in lib/rref/rref_table.cpp).
 const function_entry& rref_fetch_entry();
 const function_entry& rref_release_entry();
 const function_entry& rref_replenish_entry();
