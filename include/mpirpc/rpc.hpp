@@ -35,6 +35,7 @@
 #include <utility>
 
 #include <mpirpc/detail/invoke.hpp>
+#include <mpirpc/detail/library.hpp>
 #include <mpirpc/future.hpp>
 #include <mpirpc/serialization.hpp>
 #include <mpirpc/worker.hpp>
@@ -90,12 +91,11 @@ public:
   }
 };
 
-/// Thread-local scratch for building one request; implemented in lib/.
+/// Thread-local scratch for building one request (begin_request, detail/library.hpp).
 struct request_buffers {
   std::vector<char> payload;
   std::vector<segment> segments;
 };
-request_buffers& begin_request();
 
 /// What a request calls: a registered function, or a registered member function (`member`
 /// points at its member-function pointer of `member_size` bytes).
@@ -111,12 +111,7 @@ struct call_target {
 inline constexpr std::uint16_t on_rref = 1;
 inline constexpr std::uint16_t creates_rref = 2;
 
-/// Resolves the destination and target, then sends. Throws at the call site for an unknown
-/// worker or function or a stopped runtime. `timeout_s` < 0 means the runtime's default.
-/// False if the call timed out waiting for room (flow control) and was never sent: `sink`
-/// has that error.
-bool send_call(const destination& to, const call_target& target, std::uint16_t flags,
-               request_buffers& request, std::shared_ptr<reply_sink> sink, double timeout_s);
+/// send_call for a free function, without flags.
 inline void send_request(const destination& to, raw_function fn, request_buffers& request,
                          std::shared_ptr<reply_sink> sink, double timeout_s) {
   send_call(to, call_target{fn, nullptr, 0}, 0, request, std::move(sink), timeout_s);
@@ -132,8 +127,6 @@ struct rref_weight_exhausted : serialization_error {
         replenished(std::move(f)) {}
   future<void> replenished;
 };
-/// A request under construction will not be sent: gives back what its rrefs gave it.
-void abandon_request() noexcept;
 
 template <class... Args> struct last_is_timeout : std::false_type {};
 template <class A> struct last_is_timeout<A> : std::is_same<std::decay_t<A>, timeout> {};
@@ -264,9 +257,6 @@ future<Result> issue_call(const destination& to, const call_target& target, std:
       },
       seq);
 }
-
-/// Resolves the destination and function, then sends a one-way request (implemented in lib/).
-void send_one_way(const destination& to, const call_target& target, request_buffers& request);
 
 template <class Fn, class ArgTuple, std::size_t... I>
 void call_one_way(const destination& to, Fn fn, ArgTuple&& args, std::index_sequence<I...> seq) {

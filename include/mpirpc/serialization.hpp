@@ -59,6 +59,7 @@
 
 #include <mpirpc/detail/checked_iarchive.hpp>
 #include <mpirpc/detail/checked_oarchive.hpp>
+#include <mpirpc/detail/library.hpp>
 #include <mpirpc/detail/spare_buffers.hpp>
 #include <mpirpc/errors.hpp>
 
@@ -291,8 +292,6 @@ private:
   std::size_t _pos = 0;
   segment_source* _segments;
 };
-
-[[noreturn]] void rethrow_as_serialization_error(const char* direction, const char* type_name);
 
 template <class T, class = void> struct codec;
 
