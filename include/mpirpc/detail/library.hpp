@@ -27,8 +27,8 @@ template <class T> class future; // future.hpp
 
 namespace detail {
 
-class writer;            // serialization.hpp
-class reader;            // serialization.hpp
+class writer;            // detail/message_buffer.hpp
+class reader;            // detail/message_buffer.hpp
 class checked_iarchive;  // detail/checked_iarchive.hpp
 class checked_oarchive;  // detail/checked_oarchive.hpp
 class future_state_base; // detail/future_state.hpp
@@ -186,7 +186,7 @@ void register_spare_pool(void (*release)() noexcept);
 /// Frees every kept vector of every type (the runtime calls it at shutdown).
 void release_spare_buffers() noexcept;
 
-// ---- the Boost path: serialization.hpp (lib/serialization.cpp). Any thread.
+// ---- the Boost path: detail/codec.hpp (lib/serialization.cpp). Any thread.
 
 /// Rethrows the exception in flight as serialization_error naming the type and the direction
 /// ("serialize" or "deserialize"). Inside a catch block.
