@@ -102,8 +102,13 @@
 #include <typeinfo>
 #include <utility>
 
+#include <mpirpc/detail/arguments.hpp>
 #include <mpirpc/detail/bound_call.hpp>
+#include <mpirpc/detail/call_state.hpp>
+#include <mpirpc/detail/callable_traits.hpp>
+#include <mpirpc/detail/invoke.hpp>
 #include <mpirpc/detail/library.hpp>
+#include <mpirpc/detail/request.hpp>
 #include <mpirpc/errors.hpp>
 #include <mpirpc/future.hpp>
 #include <mpirpc/rpc.hpp>

@@ -14,6 +14,7 @@
 #include <typeinfo>
 #include <utility>
 
+#include <mpirpc/detail/callable_traits.hpp>
 #include <mpirpc/detail/library.hpp>
 #include <mpirpc/detail/spare_buffers.hpp>
 #include <mpirpc/errors.hpp>
@@ -57,23 +58,6 @@ public:
   virtual void store(void* self, std::shared_ptr<void> keep,
                      std::shared_ptr<rref_slot> slot) noexcept = 0;
 };
-
-// ---- member functions
-
-template <class M> struct member_traits { static constexpr bool is_member = false; };
-template <class R, class C, class... P> struct member_traits<R (C::*)(P...)> {
-  static constexpr bool is_member = true;
-  using class_type = C;
-  using result_type = R;
-  using parameters = std::tuple<P...>;
-  static constexpr std::size_t arity = sizeof...(P);
-};
-template <class R, class C, class... P>
-struct member_traits<R (C::*)(P...) const> : member_traits<R (C::*)(P...)> {};
-template <class R, class C, class... P>
-struct member_traits<R (C::*)(P...) noexcept> : member_traits<R (C::*)(P...)> {};
-template <class R, class C, class... P>
-struct member_traits<R (C::*)(P...) const noexcept> : member_traits<R (C::*)(P...)> {};
 
 // ---- replies, shared with the plain handler path (invoke.hpp); sent through the library
 // (send_reply_value, send_reply_error, hold_reply: detail/library.hpp)
@@ -197,12 +181,6 @@ template <class Tuple> void decode_arguments(reader& in, Tuple& args) {
   } catch (...) {
     rethrow_argument_error();
   }
-}
-
-/// Waits for a call's future and takes its value out (nobody else reads that state).
-template <class T> T take_result(future<T>& f) {
-  f.wait();
-  if constexpr (!std::is_void_v<T>) return T(std::move(state_of(f)->stored_value()));
 }
 
 /// The decoded arguments of a function (Self = void) or member function of Self, ready to run.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Internal: the function registry seam, compile-time signature checks and the handler
-// invoker that decodes arguments, calls a registered function and sends its reply.
+// Internal: compile-time signature checks, the handler invoker that decodes arguments, calls a
+// registered function and sends its reply, and the static registrar (the registry itself is in
+// lib/: detail/library.hpp).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include <utility>
 
 #include <mpirpc/detail/bound_call.hpp>
+#include <mpirpc/detail/callable_traits.hpp>
 #include <mpirpc/detail/library.hpp>
 #include <mpirpc/future.hpp>
 #include <mpirpc/serialization.hpp>

@@ -34,9 +34,9 @@ class checked_oarchive;  // detail/checked_oarchive.hpp
 class future_state_base; // detail/future_state.hpp
 struct reply_token;      // detail/bound_call.hpp
 class bound_call;        // detail/bound_call.hpp
-class reply_sink;        // rpc.hpp
-struct request_buffers;  // rpc.hpp
-struct call_target;      // rpc.hpp
+class reply_sink;        // detail/call_state.hpp
+struct request_buffers;  // detail/request.hpp
+struct call_target;      // detail/request.hpp
 /// This worker's share of the references to one object: all rref<T> copies here share it.
 /// Defined in lib/ only (lib/rref_table.hpp).
 struct rref_record;
@@ -51,7 +51,7 @@ using invoker_fn = void (*)(raw_function, reader&, reply_token&);
 /// at its member-function pointer) from `in`, into a call to run later.
 using binder_fn = std::unique_ptr<bound_call> (*)(raw_function fn, const void* member, reader& in);
 
-// ---- requests: rpc.hpp, rref.hpp (lib/runtime.cpp)
+// ---- requests: detail/request.hpp, detail/call.hpp, rref.hpp (lib/runtime.cpp)
 
 /// Clears and returns the calling thread's scratch for building one request. Any thread; the
 /// buffers are the caller's own until it sends or abandons the request.
