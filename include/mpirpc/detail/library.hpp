@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 // Internal: the seam between the public templates and the compiled library, lib/.
 //
-// Every function and variable that code in include/mpirpc/ uses and lib/ defines is declared
-// here and nowhere else (as UPC++'s src/backend_fwd.hpp): a header that calls into the library
-// includes this one. The types they take are only forward-declared; each is defined in the
-// detail header named beside it. Reading this file top to bottom is reading everything the
-// templates ask of the runtime. "Any thread" includes handlers and continuations.
+// Every internal function and variable that code in include/mpirpc/ uses and lib/ defines is
+// declared here and nowhere else (as UPC++'s src/backend_fwd.hpp): a header that calls into the
+// library includes this one. (The public functions that lib/ defines, init_rpc or mpi_error's
+// constructor, are declared where users read them: runtime.hpp, errors.hpp.) The types they take
+// are only forward-declared; each is defined in the detail header named beside it. Reading this
+// file top to bottom is reading everything the templates ask of the runtime. "Any thread" includes
+// handlers and continuations.
 #pragma once
 
 #include <atomic>
