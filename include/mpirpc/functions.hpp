@@ -46,6 +46,7 @@
 #include <utility>
 
 #include <mpirpc/detail/invoke.hpp>
+#include <mpirpc/detail/library.hpp>
 
 namespace mpirpc {
 

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include <mpirpc/detail/future_state.hpp>
+#include <mpirpc/detail/library.hpp>
 #include <mpirpc/errors.hpp>
 
 namespace mpirpc {
@@ -193,8 +194,6 @@ private:
 };
 
 namespace detail {
-void report_callback_exception(std::exception_ptr e) noexcept;
-
 template <class T> future<T> make_future_from_state(std::shared_ptr<future_state<T>> state) {
   return future<T>(std::move(state));
 }

@@ -102,7 +102,13 @@
 #include <typeinfo>
 #include <utility>
 
+#include <mpirpc/detail/arguments.hpp>
 #include <mpirpc/detail/bound_call.hpp>
+#include <mpirpc/detail/call_state.hpp>
+#include <mpirpc/detail/callable_traits.hpp>
+#include <mpirpc/detail/invoke.hpp>
+#include <mpirpc/detail/library.hpp>
+#include <mpirpc/detail/request.hpp>
 #include <mpirpc/errors.hpp>
 #include <mpirpc/future.hpp>
 #include <mpirpc/rpc.hpp>
@@ -115,44 +121,8 @@ template <class T> class rref;
 
 namespace detail {
 
-/// This worker's share of the references to one object: all rref<T> copies here share it.
-/// Implemented in lib/rref.cpp.
-struct rref_record;
-
-// Implemented in lib/.
-/// A new record for an object that the caller is about to create on `owner`.
-std::shared_ptr<rref_record> rref_new_record(const destination& owner);
-/// Writes the new object's id and the weight its creation carries.
-void rref_write_new(writer& w, const rref_record& r);
-/// Writes the id of the object a call runs on, lending the call one unit of weight (the
-/// owner gives it back when the call is over). Throws rref_weight_exhausted.
-void rref_write_self(writer& w, const std::shared_ptr<rref_record>& r);
-/// Remembers the creating call's outcome; keeps `self` (the object a proxy remote() runs on,
-/// may be null) alive until the creation is answered.
-void rref_track_creation(const std::shared_ptr<rref_record>& r, future<void> created,
-                         std::shared_ptr<rref_record> self);
-/// The creation request was never sent: the record has no weight to give back.
-void rref_creation_not_sent(rref_record& r) noexcept;
-int rref_owner_rank(const rref_record& r) noexcept;
-worker_info rref_owner_info(const rref_record& r);
-bool rref_is_owner(const rref_record& r) noexcept;
-bool rref_confirmed(const rref_record& r) noexcept;
-void rref_mark_confirmed(rref_record& r) noexcept;
-/// Throws what is known here to make the reference unusable: a failed or timed-out creation,
-/// a stopped runtime.
-void rref_check_usable(const rref_record& r);
-/// On the owner: the object, of type `type`. With `wait`, waits until it exists (rethrowing
-/// its creation error); without, returns null while it does not exist yet.
-std::shared_ptr<void> rref_local_object(const rref_record& r, const std::type_info& type,
-                                        bool wait);
-/// Throws not_owner_error for a local_value() call away from the owner.
-[[noreturn]] void rref_throw_not_owner(const rref_record& r);
-/// The internal function that answers to_here().
-raw_function rref_fetch_function() noexcept;
-/// Serializes a reference (a fork); an empty one as id 0.
-void rref_save(writer& w, const std::shared_ptr<rref_record>& r);
-/// Deserializes a reference; null for an empty one.
-std::shared_ptr<rref_record> rref_load(reader& in);
+// The reference records (rref_record) and what the templates ask of them (rref_new_record,
+// rref_write_self, rref_save, ...) are in lib/: detail/library.hpp.
 
 struct rref_access {
   template <class T> static const std::shared_ptr<rref_record>& record(const rref<T>& r) {

@@ -14,14 +14,14 @@
 #include <typeinfo>
 #include <utility>
 
-#include <mpirpc/errors.hpp>
+#include <mpirpc/detail/callable_traits.hpp>
+#include <mpirpc/detail/library.hpp>
 #include <mpirpc/detail/spare_buffers.hpp>
+#include <mpirpc/errors.hpp>
 #include <mpirpc/future.hpp>
 #include <mpirpc/serialization.hpp>
 
 namespace mpirpc::detail {
-
-using raw_function = void (*)();
 
 /// Identifies the request a reply answers. Copyable; a continuation may keep it.
 struct reply_token {
@@ -32,8 +32,6 @@ struct reply_token {
   bool held = false;     ///< true once hold_reply() made the reply outlive the handler
   bool one_way = false;  ///< an rpc_ff call: no reply is sent; a failure is logged and counted
 };
-
-using save_fn = void (*)(writer&, const void*);
 
 /// Where the owner keeps a remote object; a bound call settles it once, with the value or with
 /// the error the call raised. Implemented in lib/ (the owner's table of objects).
@@ -61,37 +59,8 @@ public:
                      std::shared_ptr<rref_slot> slot) noexcept = 0;
 };
 
-/// Decodes the arguments of a registered function (`fn`) or member function (`member` points
-/// at its member-function pointer) from `in`.
-using binder_fn = std::unique_ptr<bound_call> (*)(raw_function fn, const void* member, reader& in);
-
-// ---- member functions
-
-template <class M> struct member_traits { static constexpr bool is_member = false; };
-template <class R, class C, class... P> struct member_traits<R (C::*)(P...)> {
-  static constexpr bool is_member = true;
-  using class_type = C;
-  using result_type = R;
-  using parameters = std::tuple<P...>;
-  static constexpr std::size_t arity = sizeof...(P);
-};
-template <class R, class C, class... P>
-struct member_traits<R (C::*)(P...) const> : member_traits<R (C::*)(P...)> {};
-template <class R, class C, class... P>
-struct member_traits<R (C::*)(P...) noexcept> : member_traits<R (C::*)(P...)> {};
-template <class R, class C, class... P>
-struct member_traits<R (C::*)(P...) const noexcept> : member_traits<R (C::*)(P...)> {};
-
-// ---- replies, shared with the plain handler path (invoke.hpp)
-
-// Implemented in lib/.
-/// False only if sending the value failed part way: MPI may still read its buffers.
-bool send_reply_value(reply_token& token, save_fn save, const void* value) noexcept;
-void send_reply_error(reply_token& token, std::exception_ptr error) noexcept;
-void hold_reply(reply_token& token) noexcept;
-[[noreturn]] void rethrow_argument_error();
-/// The error for a result that cannot travel: its type is not serializable.
-std::exception_ptr unserializable_result_error(const char* type_name);
+// ---- replies, shared with the plain handler path (invoke.hpp); sent through the library
+// (send_reply_value, send_reply_error, hold_reply: detail/library.hpp)
 
 template <class T> void save_erased(writer& w, const void* value) {
   codec<T>::save(w, *static_cast<const T*>(value));
@@ -212,12 +181,6 @@ template <class Tuple> void decode_arguments(reader& in, Tuple& args) {
   } catch (...) {
     rethrow_argument_error();
   }
-}
-
-/// Waits for a call's future and takes its value out (nobody else reads that state).
-template <class T> T take_result(future<T>& f) {
-  f.wait();
-  if constexpr (!std::is_void_v<T>) return T(std::move(state_of(f)->stored_value()));
 }
 
 /// The decoded arguments of a function (Self = void) or member function of Self, ready to run.

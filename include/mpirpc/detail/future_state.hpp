@@ -14,31 +14,10 @@
 #include <utility>
 #include <vector>
 
+#include <mpirpc/detail/library.hpp>
 #include <mpirpc/errors.hpp>
 
 namespace mpirpc::detail {
-
-class future_state_base;
-
-/// Implemented by the runtime: blocks the calling thread until `state` is done, driving RPC
-/// progress (polling for replies) while it waits when a runtime is running on this process.
-void wait_for_state(future_state_base& state);
-
-/// True while the calling thread runs continuations on mpirpc's progress path; waiting on an
-/// incomplete future there would stall progress, so wait() refuses.
-bool in_progress_callback() noexcept;
-
-/// Marks the calling thread as running progress-path continuations for the guard's lifetime.
-class progress_callback_scope {
-public:
-  progress_callback_scope() noexcept;
-  ~progress_callback_scope();
-  progress_callback_scope(const progress_callback_scope&) = delete;
-  progress_callback_scope& operator=(const progress_callback_scope&) = delete;
-
-private:
-  bool _previous;
-};
 
 class future_state_base {
 public:

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Internal: the function registry seam, compile-time signature checks and the handler
-// invoker that decodes arguments, calls a registered function and sends its reply.
+// Internal: compile-time signature checks, the handler invoker that decodes arguments, calls a
+// registered function and sends its reply, and the static registrar (the registry itself is in
+// lib/: detail/library.hpp).
 #pragma once
 
 #include <cstdint>
@@ -14,21 +15,12 @@
 #include <utility>
 
 #include <mpirpc/detail/bound_call.hpp>
+#include <mpirpc/detail/callable_traits.hpp>
+#include <mpirpc/detail/library.hpp>
 #include <mpirpc/future.hpp>
 #include <mpirpc/serialization.hpp>
 
 namespace mpirpc::detail {
-
-using invoker_fn = void (*)(raw_function, reader&, reply_token&);
-
-// Implemented in lib/.
-void register_raw_function(std::string_view name, raw_function fn, invoker_fn invoke,
-                           binder_fn bind);
-/// A member function: `member` points at its member-function pointer (`size` bytes), which
-/// identifies it at the caller; `self_type` is its class.
-void register_raw_method(std::string_view name, const void* member, std::size_t size,
-                         invoker_fn invoke, binder_fn bind, const std::type_info& self_type);
-std::string registered_name_of(raw_function fn);
 
 template <class P> struct check_parameter {
   using value_type = std::decay_t<P>;
@@ -100,9 +92,6 @@ void invoke_handler(raw_function raw, reader& in, reply_token& token) {
   // argument of its type.
   std::apply([](auto&... a) { (offer_spare(a), ...); }, args);
 }
-
-/// A member function reached without an object (only a forged or mismatched request can).
-[[noreturn]] void method_without_object(raw_function, reader&, reply_token& token);
 
 /// Static registration helper behind MPIRPC_REGISTER and MPIRPC_REGISTER_METHOD.
 struct registrar {

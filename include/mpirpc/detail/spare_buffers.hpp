@@ -29,22 +29,14 @@
 #include <utility>
 #include <vector>
 
+#include <mpirpc/detail/library.hpp>
+
 namespace mpirpc::detail {
 
 /// Vectors smaller than this are not kept (they are copied into the message anyway).
 inline constexpr std::size_t spare_min_bytes = 32 * 1024;
-/// The most bytes the spare vectors of all types may hold at once in this process. Defined in
-/// lib/spare_buffers.cpp (one per process, not one per shared object that includes this).
-extern std::atomic<std::size_t> spare_budget;
-/// What they hold now.
-extern std::atomic<std::size_t> spare_held;
-/// How many decodes have received into a kept vector (for tests and diagnostics).
-extern std::atomic<std::uint64_t> spare_takes;
-
-/// Registers a pool's release function, once per pool type (lib/spare_buffers.cpp).
-void register_spare_pool(void (*release)() noexcept);
-/// Frees every kept vector of every type (called by the runtime at shutdown).
-void release_spare_buffers() noexcept;
+// The budget and what the pools hold (spare_budget, spare_held, spare_takes) and the registry
+// of pools (register_spare_pool, release_spare_buffers) are in lib/: detail/library.hpp.
 
 /// True for the vectors the pools keep: std::vector<T> of trivially copyable T (not bool), with
 /// the standard allocator (whose moves never copy; a vector with an allocator that
@@ -73,17 +65,17 @@ public:
     std::lock_guard<std::mutex> lock(p.mutex);
     // An empty slot, or else the one offered longer ago: what a process receives next is most
     // like what it received last.
-    const int i = p.slots[0].capacity() == 0                                 ? 0
+    const int i = p.slots[0].capacity() == 0                              ? 0
                   : p.slots[1].capacity() == 0 || p.stamp[1] < p.stamp[0] ? 1
-                                                                            : 0;
+                                                                          : 0;
     V& slot = p.slots[i];
     const std::size_t freed = slot.capacity() * sizeof(element);
     // The budget is shared by every type: reserved by compare-and-swap, not under a lock.
     std::size_t held = spare_held.load(std::memory_order_relaxed);
     do {
       if (held - freed + bytes > spare_budget.load(std::memory_order_relaxed)) return false;
-    } while (!spare_held.compare_exchange_weak(held, held - freed + bytes,
-                                               std::memory_order_relaxed));
+    } while (
+        !spare_held.compare_exchange_weak(held, held - freed + bytes, std::memory_order_relaxed));
     slot = std::move(v); // frees what the slot held
     v = V();
     p.stamp[i] = ++p.clock;
