@@ -24,6 +24,7 @@
 #include "core/message_counter.hpp"
 #include "core/outbox_set.hpp"
 #include "core/pending_calls.hpp"
+#include "core/receiver.hpp"
 #include "core/registry.hpp"
 #include "core/replies.hpp"
 #include "core/sender.hpp"
@@ -38,12 +39,6 @@
 #include "rref/rref_table.hpp"
 
 namespace mpirpc::detail {
-
-/// Sees a reply that names no pending call before it is dropped as late; true if it took the
-/// reply. Null in production: only the test seam (tests/support/seam) installs one, to
-/// receive the replies to the raw messages it sends.
-using late_reply_hook = bool (*)(const incoming& message);
-extern std::atomic<late_reply_hook> g_late_reply_hook;
 
 class engine final : control_link, sender_hooks, server_hooks {
 public:
@@ -115,10 +110,6 @@ public:
 
 private:
   friend struct testing_access; // the raw-message test seam (tests/support/seam)
-  // Batching and in-order delivery (lib/batching.cpp).
-  struct in_order; ///< requests from one source that must run in arrival order
-  struct in_order_cursor;
-  enum class route { dispatch, in_order, deferred };
   /// control_link: sends a message on the transport as one counted control message.
   void send_control(int dest, int tag, const char* data, std::size_t size) override;
   // sender_hooks
@@ -127,52 +118,12 @@ private:
   void call_sent() noexcept override;
   void before_waiting_for_room() noexcept override;
   void request_dropped() noexcept override;
-  /// Leader, holding the poll baton: whether a received message runs now, in order, or waits
-  /// behind the requests from its source that run already.
-  route route_received(incoming& message);
-  /// Runs `message` and then what waits behind it; `popped`: it was taken from `waiting`.
-  void run_in_order(incoming& message, bool popped = false);
-  /// Receives the out-of-line buffers of a request that waits behind an in-order run, so that
-  /// its sender is released (leader, holding the poll baton; rare: a large-argument request).
-  /// False if they could not be received: the request has then been answered (or, one-way,
-  /// logged and counted), and counted as received if `count_received`.
-  bool prefetch_deferred(incoming& message, bool count_received = true) noexcept;
-  void continue_in_order(int source);
-  /// Takes the rest of every in-order run whose handler has run for stalled_run_after and
-  /// posts it to a server thread (a poller's idle turn, at most once per stalled_run_after).
-  void rescue_stalled_runs(std::chrono::steady_clock::time_point now) noexcept;
-  /// Moves the unstarted rest of `cursor`'s batch (or its request that found no slot) to the
-  /// front of `order.waiting`; the caller holds order.mutex.
-  void requeue_rest_locked(in_order& order, in_order_cursor& cursor);
-  /// Gives the rest of the in-order work this thread runs to a server thread, because the
-  /// handler it runs is about to block (or no handler slot is free).
-  void hand_off_in_order() noexcept;
-  void handle_batch(incoming& message, const wire::header& h);
-  void refuse_in_order() noexcept;
-  /// This thread's in-order run and reply batch, if any (thread-local; lib/batching.cpp).
-  static in_order_cursor*& current_cursor() noexcept;
-  /// The engine and source of the batch of requests this thread runs (its replies are
-  /// batched), if any.
-  struct reply_target {
-    const engine* owner = nullptr;
-    int dest = -1;
-  };
-  static reply_target& current_reply_target() noexcept;
-
   void thread_main();
   void lead();
   void run_queued() { _server.run_queued(); }
   // server_hooks
   void run_queued_request(incoming& message) override;
   void work_posted() noexcept override;
-  void dispatch(incoming& message) noexcept;
-  /// `slot_held`: the caller has taken a handler slot for this request already.
-  void handle_request(incoming& message, const wire::header& h, bool slot_held = false);
-  void run_request(const incoming& message, const wire::header& h, const function_entry& fn);
-  void handle_reply(incoming& message, const wire::header& h);
-  std::exception_ptr decode_error_reply(const char* payload, std::size_t size,
-                                        const pending_call& call) const;
-  void refuse_queued() noexcept;
   static std::string function_name(std::uint64_t id) { return session::function_name(id); }
 
   // configuration and identity
@@ -192,19 +143,18 @@ private:
   statistics _stats;
   diagnostics _diagnostics{_session, _stats};
 
-  // batching (core/outbox_set) and in-order delivery (lib/batching.cpp)
+  // batching (core/outbox_set)
   outbox_set _outboxes;
-  std::vector<std::unique_ptr<in_order>> _in_order; ///< by source rank
-  std::atomic<std::uint64_t> _ordered_waiting{0};   ///< messages waiting in _in_order
-  std::atomic<std::int64_t> _next_rescue_ns{0};     ///< see rescue_stalled_runs
 
   // the send path (framing, flow control, admission), and the replies of this rank's handlers
   fork_lending _lending; ///< what messages borrow from remote references
   sender _sender;
   replies _replies;
 
-  // handler slots and the requests and tasks waiting for one
+  // handler slots and the requests and tasks waiting for one; the receive path (with the
+  // in-order runs)
   server _server;
+  receiver _receiver;
 
   // what pollers owe after an empty poll: timeouts and aged batches
   call_timeouts _timeouts;

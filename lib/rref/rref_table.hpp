@@ -17,6 +17,7 @@
 #include <mpirpc/rref.hpp>
 
 #include "core/lending.hpp"
+#include "core/receiver.hpp"
 #include "core/registry.hpp"
 
 namespace mpirpc::detail {
@@ -71,7 +72,7 @@ struct owned_object final : rref_slot, std::enable_shared_from_this<owned_object
 };
 
 /// Per-session tables. Thread-safe (one mutex).
-class rref_table {
+class rref_table final : public flagged_request_handler {
 public:
   explicit rref_table(engine& e);
   ~rref_table();
@@ -80,7 +81,8 @@ public:
 
   // ---- owner side (called by the engine's handlers)
   /// Serves a request flagged on_rref and/or creates_rref.
-  void serve(std::uint16_t flags, const function_entry& fn, reader& in, reply_token& token);
+  void serve(std::uint16_t flags, const function_entry& fn, reader& in,
+             reply_token& token) override;
   void serve_fetch(reader& in, reply_token& token);
   void serve_release(reader& in, reply_token& token);
   void serve_replenish(reader& in, reply_token& token);
