@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
-// Remote references: the owner's objects, the reference records and the weighted reference
-// counting protocol of include/mpirpc/rref.hpp (message sequences in docs/rref.md).
+// Remote references: the reference records, forks and the fork log, releases, the table's
+// lifecycle and the entry points of rref.hpp; the owner's side is in owned_objects.cpp. The
+// weighted reference counting protocol is in include/mpirpc/rref.hpp, the message sequences in
+// docs/rref.md.
 #include "rref/rref_table.hpp"
 
 #include <algorithm>
@@ -72,20 +74,13 @@ const function_entry& internal_entry(raw_function marker) {
   return *e;
 }
 
-std::string id_text(std::uint64_t id) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%d:%llu", static_cast<int>(id >> 40),
-                static_cast<unsigned long long>(id & ((std::uint64_t(1) << 40) - 1)));
-  return text;
-}
-
 /// Reports the failure of a release, which nobody waits for; the text is built only then.
 class release_sink final : public reply_sink {
 public:
   release_sink(engine& e, std::uint64_t id, int owner) : _engine(e), _id(id), _owner(owner) {}
   void on_reply(reader&) noexcept override {}
   void on_error(std::exception_ptr error) noexcept override {
-    _engine.log("releasing rref " + id_text(_id) + " on " +
+    _engine.log("releasing rref " + rref_id_text(_id) + " on " +
                 _engine.workers()[static_cast<std::size_t>(_owner)].name +
                 " failed (its object stays alive): " + describe_exception(error).message);
   }
@@ -259,7 +254,7 @@ void rref_table::drop(rref_record& r) noexcept {
   } catch (const shutdown_error&) {
     // Stopping: the shutdown report counts what is still alive.
   } catch (const std::exception& e) {
-    _engine.log("could not release rref " + id_text(r.id) + " (its object on " +
+    _engine.log("could not release rref " + rref_id_text(r.id) + " (its object on " +
                 _engine.workers()[r.owner].name + " stays alive): " + e.what());
   }
 }
@@ -351,254 +346,11 @@ std::shared_ptr<void> rref_table::local_object(const rref_record& r, const std::
   std::lock_guard<std::mutex> lock(_mutex);
   if (o->status == owned_object::state::failed) std::rethrow_exception(o->error);
   if (!o->type || *o->type != type) {
-    throw error("mpirpc: rref " + id_text(r.id) + " holds a " +
+    throw error("mpirpc: rref " + rref_id_text(r.id) + " holds a " +
                 (o->type ? demangle(o->type->name()) : std::string("(nothing)")) + ", not a " +
                 demangle(type.name()));
   }
   return o->value;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Owner side
-
-std::shared_ptr<owned_object>& rref_table::object(std::uint64_t id) {
-  std::shared_ptr<owned_object>& o = _owned[id];
-  if (!o) o = std::make_shared<owned_object>(*this, id);
-  return o;
-}
-
-std::shared_ptr<owned_object> rref_table::take_if_dead(std::uint64_t id) {
-  auto it = _owned.find(id);
-  if (it == _owned.end()) return nullptr;
-  owned_object& o = *it->second;
-  if (o.registered && o.weight < 0) {
-    _engine.log("rref " + id_text(id) +
-                ": released more weight than it was given (protocol error)");
-  }
-  if (!o.registered || o.weight > 0 || o.status == owned_object::state::pending) return nullptr;
-  std::shared_ptr<owned_object> dead = std::move(it->second);
-  _owned.erase(it);
-  return dead;
-}
-
-void rref_table::release_owned(std::uint64_t id, std::uint64_t weight) noexcept {
-  std::shared_ptr<owned_object> dead;
-  {
-    std::lock_guard<std::mutex> lock(_mutex);
-    if (stopped() && _owned.find(id) == _owned.end()) return;
-    object(id)->weight -= static_cast<std::int64_t>(weight);
-    dead = take_if_dead(id);
-  }
-  // `dead` (and the user's object) is destroyed here, outside the lock.
-}
-
-void owned_object::set_value(std::shared_ptr<void> v, const std::type_info& type,
-                             save_fn save) noexcept {
-  table.settle(*this, std::move(v), &type, save, nullptr);
-}
-
-void owned_object::set_error(std::exception_ptr e) noexcept {
-  table.settle(*this, nullptr, nullptr, nullptr, std::move(e));
-}
-
-void rref_table::settle(owned_object& o, std::shared_ptr<void> value, const std::type_info* type,
-                        save_fn save, std::exception_ptr error) noexcept {
-  std::vector<std::function<void(const std::shared_ptr<owned_object>&)>> waiting;
-  std::shared_ptr<owned_object> self;
-  std::shared_ptr<owned_object> dead;
-  {
-    std::lock_guard<std::mutex> lock(_mutex);
-    if (o.status != owned_object::state::pending) return;
-    if (error) {
-      o.status = owned_object::state::failed;
-      o.error = std::move(error);
-    } else {
-      o.status = owned_object::state::ready;
-      o.value = std::move(value);
-      o.type = type;
-      o.save = save;
-    }
-    waiting.swap(o.waiting);
-    self = o.shared_from_this();
-    dead = take_if_dead(o.id);
-  }
-  try {
-    o.settled.set_result();
-  } catch (...) {
-  }
-  for (auto& task : waiting) {
-    // On a server thread: settling may happen on a progress-path continuation, where a
-    // user's member function must not run (it may block).
-    _engine.post([task = std::move(task), self] { task(self); });
-  }
-}
-
-void rref_table::when_settled(std::uint64_t id,
-                              std::function<void(const std::shared_ptr<owned_object>&)> task) {
-  std::shared_ptr<owned_object> o;
-  {
-    std::lock_guard<std::mutex> lock(_mutex);
-    o = object(id);
-  }
-  when_settled(o, std::move(task));
-}
-
-void rref_table::when_settled(const std::shared_ptr<owned_object>& o,
-                              std::function<void(const std::shared_ptr<owned_object>&)> task) {
-  {
-    std::lock_guard<std::mutex> lock(_mutex);
-    if (o->status == owned_object::state::pending) {
-      o->waiting.push_back(std::move(task));
-      return;
-    }
-  }
-  task(o);
-}
-
-/// The weight a call through an rref carries: given back when the call is over (its last
-/// holder is the call's continuation, or the task that ran it).
-struct rref_table::call_hold {
-  call_hold(rref_table& t, std::uint64_t i, std::uint64_t w) : table(t), id(i), weight(w) {}
-  call_hold(const call_hold&) = delete;
-  call_hold& operator=(const call_hold&) = delete;
-  ~call_hold() { table.release_owned(id, weight); }
-  rref_table& table;
-  std::uint64_t id;
-  std::uint64_t weight;
-};
-
-void rref_table::serve(std::uint16_t flags, const function_entry& fn, reader& in,
-                       reply_token& token) {
-  wire::request_prefix prefix;
-  try {
-    prefix = wire::read_request_prefix(in, flags);
-    if (!(flags & on_rref) && fn.self_type) {
-      in.fail("member function '" + fn.name + "' called without an object");
-    }
-  } catch (...) {
-    rethrow_argument_error();
-  }
-  const std::uint64_t new_id = prefix.new_id;
-  const std::uint64_t weight = prefix.new_weight;
-  const std::uint64_t self_id = prefix.self_id;
-  const std::uint64_t self_weight = prefix.self_weight;
-  // The call's weight keeps the object it runs on alive until the call is over.
-  std::shared_ptr<void> hold;
-  if (flags & on_rref) hold = std::make_shared<call_hold>(*this, self_id, self_weight);
-  // The creation's weight counts from here on, whatever happens to the call.
-  std::shared_ptr<owned_object> created;
-  if (flags & creates_rref) {
-    std::lock_guard<std::mutex> lock(_mutex);
-    created = object(new_id);
-    if (created->registered) {
-      throw argument_error("rref " + id_text(new_id) +
-                           " is created twice (forged or repeated request)");
-    }
-    created->registered = true;
-    created->weight += static_cast<std::int64_t>(weight);
-  }
-  std::shared_ptr<bound_call> call;
-  try {
-    if (!fn.bind) {
-      throw error("mpirpc: '" + fn.name + "' cannot be called through an rref or by remote()");
-    }
-    call = fn.bind(fn.fn, fn.member.empty() ? nullptr : fn.member.data(), in);
-  } catch (...) {
-    if (!created) throw;
-    created->set_error(std::current_exception());
-    throw;
-  }
-  hold_reply(token); // answered below, now or once the object the call runs on exists
-  auto run = [call, token, created, hold, this](void* self) mutable {
-    if (created) {
-      call->store(self, std::move(hold), created);
-      when_settled(created, [token](const std::shared_ptr<owned_object>& o) mutable {
-        if (o->status == owned_object::state::failed) {
-          send_reply_error(token, o->error);
-        } else {
-          send_reply_value(token, nullptr, nullptr);
-        }
-      });
-      return;
-    }
-    try {
-      call->reply(self, std::move(hold), token);
-    } catch (...) {
-      send_reply_error(token, std::current_exception());
-    }
-  };
-  if (!(flags & on_rref)) {
-    run(nullptr);
-    return;
-  }
-  const std::type_info* self_type = fn.self_type;
-  const std::string name = fn.name;
-  when_settled(self_id, [run, token, created, self_type, name,
-                         this](const std::shared_ptr<owned_object>& o) mutable {
-    std::exception_ptr failure;
-    if (o->status == owned_object::state::failed) {
-      failure = o->error;
-    } else if (self_type && (!o->type || *o->type != *self_type)) {
-      failure = std::make_exception_ptr(
-          error("mpirpc: '" + name + "' is a member of " + demangle(self_type->name()) +
-                ", but the rref's object on " + _engine.self().name + " is a " +
-                (o->type ? demangle(o->type->name()) : std::string("(nothing)"))));
-    }
-    if (!failure) {
-      run(o->value.get());
-      return;
-    }
-    if (created) created->set_error(failure);
-    send_reply_error(token, failure);
-  });
-}
-
-void rref_table::serve_fetch(reader& in, reply_token& token) {
-  std::uint64_t id = 0;
-  std::uint64_t weight = 0;
-  try {
-    std::tie(id, weight) = wire::read_fetch_request(in);
-  } catch (...) {
-    rethrow_argument_error();
-  }
-  auto hold = std::make_shared<call_hold>(*this, id, weight); // released once answered
-  hold_reply(token);
-  when_settled(id, [token, hold](const std::shared_ptr<owned_object>& o) mutable {
-    if (o->status == owned_object::state::failed) {
-      send_reply_error(token, o->error);
-    } else if (!o->save) {
-      send_reply_error(token, unserializable_result_error(o->type ? o->type->name() : "?"));
-    } else {
-      send_reply_value(token, o->save, o->value.get());
-    }
-  });
-}
-
-namespace {
-/// The payload of a release or replenish (rref_wire.hpp), failing as an argument error.
-std::pair<std::uint64_t, std::uint64_t> read_id_and_weight(reader& in, std::uint64_t max,
-                                                           const char* what) {
-  try {
-    return wire::read_id_and_weight(in, max, what);
-  } catch (...) {
-    rethrow_argument_error();
-  }
-}
-} // namespace
-
-void rref_table::serve_release(reader& in, reply_token& token) {
-  const auto [id, weight] = read_id_and_weight(in, wire::max_release_weight, "release");
-  release_owned(id, weight);
-  send_reply_value(token, nullptr, nullptr);
-}
-
-void rref_table::serve_replenish(reader& in, reply_token& token) {
-  const auto [id, weight] = read_id_and_weight(in, replenish_weight, "replenish");
-  {
-    std::lock_guard<std::mutex> lock(_mutex);
-    object(id)->weight += static_cast<std::int64_t>(weight);
-  }
-  send_reply_value(token, nullptr, nullptr);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -145,6 +146,14 @@ private:
   std::uint64_t _next_sequence = 1;
   std::atomic<bool> _stopped{false};
 };
+
+/// An object id as "owner-rank:sequence", for messages.
+inline std::string rref_id_text(std::uint64_t id) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%d:%llu", static_cast<int>(id >> 40),
+                static_cast<unsigned long long>(id & ((std::uint64_t(1) << 40) - 1)));
+  return text;
+}
 
 /// The fork log as the core sees it: what messages being built borrowed from references.
 class fork_lending final : public lending_log {
