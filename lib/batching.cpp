@@ -22,7 +22,7 @@ using clock = std::chrono::steady_clock;
 
 /// A batch this old is sent by the next poller that finds no message (no thread waits for
 /// it, or it would have been sent when that thread started to wait).
-constexpr auto batch_delay = std::chrono::microseconds(20);
+constexpr auto batch_delay = std::chrono::microseconds(20 * batch_time_scale);
 /// Room a batch keeps for one more small message; a fuller batch is sent at once.
 constexpr std::size_t batch_headroom = 64;
 

@@ -19,7 +19,23 @@ namespace mpirpc::detail {
 /// batch leaves before they are all answered. A lone call, and a chain of nested calls (each
 /// made after a message arrived), goes at once.
 inline constexpr int batch_from_outstanding = 4;
-inline constexpr std::chrono::nanoseconds batch_burst{10000};
+/// The batching rules' times (batch_burst, and how old a batch is before a poller sends it,
+/// lib/batching.cpp) stand for "back to back" and "a moment" in optimized code, where a loop's
+/// calls are 1-2 us apart. ThreadSanitizer runs the same code 5-15 times slower (a loop's calls
+/// are 10-50 us apart), so there they are ten times as long: a TSan build batches what a normal
+/// build batches, and the race detector checks the batched paths (in-order runs, reply batches).
+#if defined(__SANITIZE_THREAD__)
+inline constexpr int batch_time_scale = 10;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr int batch_time_scale = 10;
+#else
+inline constexpr int batch_time_scale = 1;
+#endif
+#else
+inline constexpr int batch_time_scale = 1;
+#endif
+inline constexpr std::chrono::nanoseconds batch_burst{10000 * batch_time_scale};
 /// Longest leader sleep while a batch is being built that nobody waits for (a thread that
 /// waits sends its batches first; a spinning leader sends one once it is 20 us old).
 inline constexpr std::chrono::microseconds batch_poll_interval{200};
