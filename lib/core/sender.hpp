@@ -28,7 +28,8 @@ namespace mpirpc::detail {
 /// batch leaves before they are all answered. A lone call, and a chain of nested calls (each
 /// made after a message arrived), goes at once.
 inline constexpr int batch_from_outstanding = 4;
-inline constexpr std::chrono::nanoseconds batch_burst{10000};
+/// Scaled under ThreadSanitizer (batch_time_scale, core/outbox_set.hpp).
+inline constexpr std::chrono::nanoseconds batch_burst{10000 * batch_time_scale};
 
 /// What the sender tells the layers above it, and asks of them. The engine implements it.
 class sender_hooks {
