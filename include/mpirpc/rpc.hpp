@@ -65,7 +65,7 @@ template <class Fn, class... Args> auto rpc_async(const destination& to, Fn fn, 
 
 /// Calls fn(args...) on `to` without waiting and without a reply (fire-and-forget, as UPC++'s
 /// rpc_ff; torch has no such call). Returns once the request is handed to MPI or added to a
-/// batch of this rank's messages to `to` (lib/batching.cpp). A batch leaves when it is full
+/// batch of this rank's messages to `to` (lib/core/outbox_set.cpp). A batch leaves when it is full
 /// (about 4 KB), when any thread of this rank waits for a future, before a message to `to`
 /// that is not batched, or else from the polling thread, which looks at least every 200 us
 /// while a batch is being built (sooner while it spins; later only while it runs a handler).

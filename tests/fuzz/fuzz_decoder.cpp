@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // libFuzzer target for the message decoder: everything a rank does with a received message's
-// bytes before user code sees them (engine::dispatch, run_request, rref_table::serve,
+// bytes before user code sees them (receiver::dispatch, run_request, rref_table::serve,
 // handle_reply, decode_error_reply), minus the MPI receives and the engine's state.
 //
 // Input: [u8 tag][u32 L][L bytes: the control message][the out-of-line segments' bytes, back
@@ -173,9 +173,9 @@ template <class... T> void touch(const std::tuple<T...>& t) {
 // ---- the transport's part: out-of-line buffers
 
 /// Serves the segments that the table announces from the bytes after the control message, as
-/// segment_stream (lib/engine.cpp) does from MPI: in order, each exactly its table size. A
-/// segment whose bytes did not arrive fails before the decoder sizes anything for it, as a
-/// transport that knows each incoming size would (see docs/wire.md, "Fuzzing").
+/// segment_stream (lib/net/segment_stream.cpp) does from MPI: in order, each exactly its table
+/// size. A segment whose bytes did not arrive fails before the decoder sizes anything for it, as
+/// a transport that knows each incoming size would (see docs/wire.md, "Fuzzing").
 class fuzz_segments final : public segment_source {
 public:
   fuzz_segments(const char* table, std::uint32_t count, const std::uint8_t* data, std::size_t size)
@@ -278,7 +278,7 @@ result_decoder result_for(std::uint64_t call_id) {
 
 // ---- the decoder
 
-/// engine::run_request: rref_table::serve for flagged requests, else the function's invoker.
+/// receiver::run_request: rref_table::serve for flagged requests, else the function's invoker.
 void decode_request(const wire::header& h, reader& in) {
   const fuzz_function* fn = nullptr;
   for (const fuzz_function& f : functions()) {
@@ -329,7 +329,7 @@ void decode_request(const wire::header& h, reader& in) {
   fn->decode(in);
 }
 
-/// engine::decode_error_reply.
+/// receiver::decode_error_reply.
 void decode_error_reply(const char* payload, std::size_t size) {
   reader in(payload, size);
   mix(in.read_plain<std::uint8_t>());
@@ -348,7 +348,7 @@ void decode_message(int tag, const std::vector<char>& control, const std::uint8_
   const std::string problem = wire::validate(control.data(), control.size(), tag, h);
   if (!problem.empty()) return; // counted, logged, perhaps answered with code 5
   if (h.kind == static_cast<std::uint8_t>(wire::kind::batch)) {
-    // engine::handle_batch: each message checked with validate_batched, then decoded as one
+    // in_order_runs::handle_batch: each message checked with validate_batched, then decoded as one
     // arriving alone (no segments); the first bad one ends the batch.
     const char* p = control.data() + sizeof(wire::header);
     const char* const end = p + h.payload_size;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // mpirpc/rpc.hpp's one-way call, rpc_ff, on several ranks: every call runs, in the order sent;
 // a later call sees them run; failures are logged and counted; shutdown waits for them. Also
-// the batching of bursts of calls (lib/batching.cpp) that carries them.
+// the batching of bursts of calls that carries them (lib/core/sender.cpp, outbox_set.cpp).
 #include <catch2/catch.hpp>
 
 #include <atomic>

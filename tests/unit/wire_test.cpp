@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// lib/wire.hpp: wire::validate, one rule at a time, with the text each failure returns, and
+// lib/net/wire.hpp: wire::validate, one rule at a time, with the text each failure returns, and
 // wire::segment_table_readable (which refused messages get their out-of-line data drained).
 // Internal header: this test has lib/ on its include path.
 #include <catch2/catch.hpp>

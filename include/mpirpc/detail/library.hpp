@@ -40,7 +40,7 @@ class reply_sink;        // detail/call_state.hpp
 struct request_buffers;  // detail/request.hpp
 struct call_target;      // detail/request.hpp
 /// This worker's share of the references to one object: all rref<T> copies here share it.
-/// Defined in lib/ only (lib/rref_table.hpp).
+/// Defined in lib/ only (lib/rref/rref_table.hpp).
 struct rref_record;
 
 /// A registered function, its type erased (the registry's key on the caller).
@@ -114,7 +114,7 @@ private:
 /// The thread that ran the callback.
 void report_callback_exception(std::exception_ptr e) noexcept;
 
-// ---- the function registry: functions.hpp, detail/invoke.hpp (lib/registry.cpp)
+// ---- the function registry: functions.hpp, detail/invoke.hpp (lib/core/registry.cpp)
 
 /// Registers a free or static member function under `name`. Any thread, before init_rpc
 /// (static registration does); throws init_error while a runtime runs.
@@ -131,7 +131,7 @@ std::string registered_name_of(raw_function fn);
 /// request can): throws error naming the function. The handler's thread.
 [[noreturn]] void method_without_object(raw_function, reader&, reply_token& token);
 
-// ---- remote references: rref.hpp (lib/rref.cpp). Any thread, unless said otherwise.
+// ---- remote references: rref.hpp (lib/rref/rref_table.cpp). Any thread, unless said otherwise.
 
 /// A new record for an object that the caller is about to create on `owner`. Throws at the
 /// call site for an unknown worker or a stopped runtime.
