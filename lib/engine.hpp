@@ -1,20 +1,16 @@
 // SPDX-License-Identifier: MIT
-// The progress engine of one rank: threads, pending calls, dispatch, quiescence. Internal.
-// lib/README.md describes how its threads cooperate.
+// The progress engine of one rank: the composition root that owns the parts (net/, core/,
+// progress/, rref/) and wires their hooks; its own work is the background threads' loop (the
+// leader's polls), a waiting thread's polls, and stopping. Internal. lib/README.md is the map.
 #pragma once
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
-#include <optional>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include <mpirpc/rpc.hpp>

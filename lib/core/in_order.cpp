@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// In-order runs (lib/README.md, "Batching"): batches and one-way requests from one source run
+// In-order runs (lib/README.md, "Queues and tables"): batches and one-way requests from one source run
 // one after another, in the order they arrived, so that rpc_ff calls run in the order sent and
 // a call made after them runs after them. A handler that is about to block hands the rest to a
 // server thread.
@@ -19,7 +19,7 @@ namespace {
 using clock = std::chrono::steady_clock;
 
 /// Whether a message (header first) is a two-way request: one that a stalled run may leave
-/// behind (rescue_stalled_runs); a batch is looked at request by request.
+/// behind (rescue_stalled); a batch is looked at request by request.
 bool two_way_request(const char* data, std::size_t size) {
   if (size < sizeof(wire::header)) return false;
   wire::header h;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Batching (lib/README.md, "Batching"): requests to one destination travel together in one MPI
+// Batching (lib/README.md, "Queues and tables"): requests to one destination travel together in one MPI
 // message while earlier calls to it still await their replies, and so do all one-way calls
 // (rpc_ff); a lone call is never held back. The replies made while a received batch runs leave
 // as one message too.

@@ -18,8 +18,8 @@
 namespace mpirpc::detail {
 
 /// Where the receiving side reports a message it gives up on: a line for the log, then one
-/// count of a malformed message. Implemented above the net layer (core/diagnostics.hpp); any
-/// thread may call it.
+/// count of a malformed message. Implemented above the net layer (core/statistics.hpp:
+/// diagnostics); any thread may call it.
 class drop_report {
 public:
   virtual void log(const std::string& line) const noexcept = 0;

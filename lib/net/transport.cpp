@@ -431,7 +431,7 @@ int complete_all(std::vector<MPI_Request>& requests, bool& first_failed, transfe
 void transport::post_and_wait(int dest, int tag, const char* data, std::size_t size,
                               const std::vector<segment>& parts, int data_tag, bool chunked,
                               bool* control_sent) {
-  // engine::send_message has checked that size fits MPI's int count.
+  // sender::send_message has checked that size fits MPI's int count.
   if (size <= eager_limit && parts.empty()) {
     check_mpi(MPI_Send(data, static_cast<int>(size), MPI_BYTE, dest, tag, _ctrl), "MPI_Send");
     if (control_sent) *control_sent = true;

@@ -81,12 +81,12 @@ struct incoming {
   /// Out-of-line buffers received ahead of decoding: of a request that had to queue, or of any
   /// message this rank sent itself (transport::send copies them).
   std::vector<std::vector<char>> prefetched;
-  /// The rest of a batch whose first messages ran on another thread (lib/batching.cpp): it was
+  /// The rest of a batch whose first messages ran on another thread (core/in_order): it was
   /// counted as received with that batch, and is not counted again.
   bool continuation = false;
   /// Set by the transport when the message could not be received whole: it was larger than a
   /// control message may be (and was cut), or it came in an envelope whose message did not
-  /// follow. engine::dispatch drops such a message as malformed, with this text.
+  /// follow. receiver::dispatch drops such a message as malformed, with this text.
   std::string problem;
 };
 
@@ -184,7 +184,7 @@ public:
   /// an out-of-line buffer; see transfer_pacer). While it is nonzero the engine's leader neither
   /// spins nor takes replies and its standby does not take over: each of 2 ranks on 2 cores
   /// runs bound to one core, where a second busy thread takes time slices (milliseconds) from
-  /// the one moving the data (PERF_NOTES.md).
+  /// the one moving the data (measured: lib/README.md, "Threads and pacing").
   int spinning_transfers() const noexcept { return _spinning.load(std::memory_order_seq_cst); }
 
   /// The largest valid tag (MPI_TAG_UB of the control communicator).

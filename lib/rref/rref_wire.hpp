@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The bytes of remote references (docs/wire.md, "Remote references"): the rref encoding inside
 // payloads, the prefix of flagged requests and the payloads of the internal functions, read
-// with every check that needs no rref_table. Internal to lib/ (rref.cpp); the decoder's fuzz
+// with every check that needs no rref_table. Internal to lib/ (rref/); the decoder's fuzz
 // target (tests/fuzz) decodes with the same functions.
 #pragma once
 

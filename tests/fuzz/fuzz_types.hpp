@@ -79,7 +79,7 @@ struct user_graph {
 };
 
 /// Stands for an mpirpc::rref<T> inside a payload: its 24-byte encoding, decoded with the
-/// library's own checks (lib/rref_wire.hpp) against a world of `workers` ranks; what rref_table
+/// library's own checks (lib/rref/rref_wire.hpp) against a world of `workers` ranks; what rref_table
 /// adds (a record's owner) needs a running engine.
 struct rref_stand_in {
   mpirpc::detail::wire::wire_rref bytes{};
@@ -90,7 +90,7 @@ struct rref_stand_in {
 };
 inline constexpr std::size_t workers = 4;
 
-/// What a registered function is to the decoder (see engine::run_request, rref_table::serve).
+/// What a registered function is to the decoder (see receiver::run_request, rref_table::serve).
 enum class kind { function, member, fetch, release, replenish };
 
 } // namespace fuzz

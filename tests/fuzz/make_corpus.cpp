@@ -102,7 +102,7 @@ template <class T> void reply(const std::string& name, std::uint64_t call_id, co
                 segments);
 }
 
-/// A batch (engine::send_or_batch): `header | payload` of each message back to back.
+/// A batch (outbox_set::put): `header | payload` of each message back to back.
 void batch(const std::string& name, int tag, wire::kind kind, std::uint16_t flags,
            std::uint64_t function_id, const std::vector<std::vector<char>>& payloads) {
   std::vector<char> all;

@@ -49,7 +49,7 @@ void send_raw(int dest, int tag, const std::vector<char>& control,
   std::vector<segment> parts;
   for (const auto& d : data)
     parts.push_back(segment{d.data(), d.size()});
-  // Counted as engine::send_message counts a message (core/message_counter.hpp).
+  // Counted as sender::send_message counts a message (core/message_counter.hpp).
   testing_access::messages(e).send([&](bool* control_sent) {
     testing_access::transport_of(e).send_raw(dest, tag, control.data(), control.size(), parts,
                                              data_tag, control_sent);

@@ -20,7 +20,7 @@ namespace mpirpc::detail::testing {
 /// rank `dest`, then each of `data` as one message on its data communicator with `data_tag`
 /// (no chunking, no checks: a negative or out-of-range tag makes that send fail). Returns once
 /// everything has been sent (a large data message: once the receiver has taken it), or throws
-/// mpi_error. Counted for quiescence exactly as engine::send_message counts a message: as sent
+/// mpi_error. Counted for quiescence exactly as sender::send_message counts a message: as sent
 /// before it is sent, and as received too if it fails before the control message has left
 /// (after that, the receiver counts it).
 void send_raw(int dest, int tag, const std::vector<char>& control,
@@ -49,7 +49,7 @@ struct error_reply {
 
 /// From now on, a reply with `call_id` that names no pending call of this rank is kept for
 /// take_reply instead of being dropped as late (its out-of-line buffers are discarded). The
-/// first call installs the seam's late_reply_hook in the library (lib/engine.hpp).
+/// first call installs the seam's late_reply_hook in the library (lib/core/receiver.hpp).
 void expect_reply(std::uint64_t call_id);
 /// Waits up to `limit` for the reply expected with `call_id`; forgets the expectation either way.
 std::optional<reply> take_reply(std::uint64_t call_id, std::chrono::milliseconds limit);
