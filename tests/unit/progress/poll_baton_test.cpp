@@ -45,17 +45,28 @@ TEST_CASE("the standby takes over a leader stuck in a handler", "[poll_baton]") 
   b.took_message();
   b.release_for_dispatch(); // the handler runs ...
   std::atomic<bool> handler_done{false};
-  auto follower = std::async(std::launch::async, [&] {
+  std::promise<void> checked;
+  // The baton is a mutex: the thread that takes it is the one that gives it back.
+  auto follower = std::async(std::launch::async, [&, done = checked.get_future()] {
     const bool leads = b.follow(never, always, stop);
-    return std::make_pair(leads, handler_done.load());
+    const bool during_handler = !handler_done.load();
+    done.wait(); // the main thread looks at the baton while this thread holds it
+    if (leads) b.release();
+    return std::make_pair(leads, during_handler);
   });
-  REQUIRE(follower.wait_for(hang) == std::future_status::ready);
-  const auto [leads, after_handler] = follower.get();
-  CHECK(leads);
-  CHECK_FALSE(after_handler); // ... and had not finished when the standby took over
+  const auto until = clock::now() + hang;
+  while (!handler_done && clock::now() < until && b.try_take()) { // until someone holds it
+    b.release();
+    std::this_thread::sleep_for(1ms);
+  }
+  const bool held_by_follower = clock::now() < until;
   handler_done = true;
-  CHECK_FALSE(b.try_take()); // the baton is the new leader's
-  b.release();
+  checked.set_value();
+  REQUIRE(follower.wait_for(hang) == std::future_status::ready);
+  const auto [leads, during_handler] = follower.get();
+  CHECK(held_by_follower);
+  CHECK(leads);
+  CHECK(during_handler); // ... and had not finished when the standby took over
 }
 
 TEST_CASE("the standby does not take over while its caller says the leader is busy",
@@ -74,7 +85,9 @@ TEST_CASE("the standby does not take over while its caller says the leader is bu
           return allowed.load();
         },
         stop);
-    return std::make_pair(leads, allowed.load());
+    const bool was_allowed = allowed.load();
+    if (leads) b.release(); // by the thread that took it
+    return std::make_pair(leads, was_allowed);
   });
   // It looks three times and is refused each time; it must not have taken over meanwhile.
   const auto give_up = clock::now() + hang;
@@ -88,7 +101,6 @@ TEST_CASE("the standby does not take over while its caller says the leader is bu
   const auto [leads, was_allowed] = follower.get();
   CHECK(leads);
   CHECK(was_allowed);
-  b.release();
 }
 
 TEST_CASE("a standby does not take over from a leader that keeps taking messages", "[poll_baton]") {
