@@ -213,16 +213,20 @@ bool receiver::prefetch_deferred(incoming& message, bool count_received) noexcep
     const std::string what = "the arguments of '" + session::function_name(h.function_id) +
                              "' could not be received on " + _p.identity.self().name + ": " +
                              e.what();
-    if (h.flags & wire::request_one_way) {
-      _p.diag.one_way_failed("a one-way call from " + _p.identity.name_of(message.source) +
-                             " failed: " + what);
-    } else {
-      _p.send.send_error_reply(message.source, h.call_id, h.function_id,
-                               wire::error_code::serialization, "mpirpc::serialization_error", what,
-                               _p.identity.self().name);
-    }
+    refuse_arguments(message.source, h, what);
     if (count_received) _p.messages.received();
     return false;
+  }
+}
+
+void receiver::refuse_arguments(int source, const wire::header& h,
+                                const std::string& what) noexcept {
+  if (h.flags & wire::request_one_way) {
+    _p.diag.one_way_failed("a one-way call from " + _p.identity.name_of(source) +
+                           " failed: " + what);
+  } else {
+    _p.send.send_error_reply(source, h.call_id, h.function_id, wire::error_code::serialization,
+                             "mpirpc::serialization_error", what, _p.identity.self().name);
   }
 }
 
@@ -248,14 +252,7 @@ void receiver::run_request(const incoming& message, const wire::header& h,
     segments.drain();
     const std::string what = "the arguments of '" + fn.name + "' could not be deserialized on " +
                              _p.identity.self().name + ": " + e.what();
-    if (token.one_way) {
-      _p.diag.one_way_failed("a one-way call from " + _p.identity.name_of(token.source) +
-                             " failed: " + what);
-    } else {
-      _p.send.send_error_reply(token.source, token.call_id, token.function_id,
-                               wire::error_code::serialization, "mpirpc::serialization_error", what,
-                               _p.identity.self().name);
-    }
+    refuse_arguments(message.source, h, what);
     _p.counters.requests_served.fetch_add(1, std::memory_order_relaxed);
     return;
   } catch (...) {

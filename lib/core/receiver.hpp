@@ -77,6 +77,9 @@ private:
   void handle_request(incoming& message, const wire::header& h, bool slot_held) override;
   void handle_reply(incoming& message, const wire::header& h) override;
   bool prefetch_deferred(incoming& message, bool count_received) noexcept override;
+  /// A request whose arguments could not be received or decoded (`what`): answered with a
+  /// serialization_error, or, one-way, logged and counted.
+  void refuse_arguments(int source, const wire::header& h, const std::string& what) noexcept;
   void run_request(const incoming& message, const wire::header& h, const function_entry& fn);
   std::exception_ptr decode_error_reply(const char* payload, std::size_t size,
                                         const pending_call& call) const;
