@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// In-order runs (lib/README.md, "Queues and tables"): batches and one-way requests from one source run
-// one after another, in the order they arrived, so that rpc_ff calls run in the order sent and
+// In-order runs (lib/README.md, "Queues and tables"): batches and one-way requests from one source
+// run one after another, in the order they arrived, so that rpc_ff calls run in the order sent and
 // a call made after them runs after them. A handler that is about to block hands the rest to a
 // server thread.
 #include "core/in_order.hpp"
@@ -208,8 +208,9 @@ void in_order_runs::requeue_rest_locked(source_run& order, run_cursor& cursor) {
     rest.source = cursor.source;
     rest.tag = wire::tag_request;
     rest.continuation = true;
-    rest.bytes.resize(sizeof(wire::header));
-    rest.bytes.insert(rest.bytes.end(), cursor.rest, cursor.end);
+    const auto size = static_cast<std::size_t>(cursor.end - cursor.rest);
+    rest.bytes.resize(sizeof(wire::header) + size); // room for the header, then the rest
+    std::memcpy(rest.bytes.data() + sizeof(wire::header), cursor.rest, size);
     seal_batch(rest.bytes, 0); // the count is not known here; nothing relies on it
     order.waiting.push_front(std::move(rest));
     _waiting.fetch_add(1, std::memory_order_seq_cst);
