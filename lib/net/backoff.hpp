@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
-// Spinning in polling loops. Internal.
+// Spinning in polling loops, and the pacing of transfers' waits. Internal.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 
@@ -45,5 +46,43 @@ inline std::chrono::microseconds transfer_spin(std::chrono::microseconds base,
   const auto room = static_cast<std::size_t>((max_transfer_spin - base).count());
   return base + std::chrono::microseconds(std::min(bytes / spin_bytes_per_us, room));
 }
+
+/// Paces one thread's wait for a transfer of out-of-line data (a send, or the matching and
+/// receiving of a buffer) and counts it in its transport's spinning_transfers() from its start
+/// until it ends or pauses past its spin budget: spin_window plus the time its bytes take at
+/// spin_bytes_per_us (backoff.hpp), zero where spinning is not allowed. Within the budget
+/// pause() spins; past it, it sleeps a quarter of the time waited beyond the budget, from 2 us
+/// up to 1 ms. One thread's, not thread-safe.
+class transfer_pacer {
+public:
+  /// Where a transport's pacers count themselves, and their spin budget before bytes.
+  struct budget {
+    std::atomic<int>& spinning;
+    std::chrono::microseconds base;
+  };
+  /// Starts the clock and the budget for `bytes`.
+  transfer_pacer(const budget& b, std::size_t bytes);
+  ~transfer_pacer();
+  transfer_pacer(const transfer_pacer&) = delete;
+  transfer_pacer& operator=(const transfer_pacer&) = delete;
+
+  /// Grows the budget by the time `bytes` more take (a receiver learns the size when it has
+  /// matched the data); counts the transfer again if it is back within its budget.
+  void add_bytes(std::size_t bytes);
+  std::chrono::steady_clock::duration waited() const {
+    return std::chrono::steady_clock::now() - _start;
+  }
+  /// One pause of the wait, which has lasted `waited`.
+  void pause(std::chrono::steady_clock::duration waited);
+
+private:
+  void count() noexcept;
+  void uncount() noexcept;
+  std::atomic<int>& _spinning;
+  std::chrono::microseconds _base;
+  std::chrono::microseconds _spin_for;
+  std::chrono::steady_clock::time_point _start;
+  bool _counted = false;
+};
 
 } // namespace mpirpc::detail

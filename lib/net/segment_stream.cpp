@@ -175,7 +175,7 @@ void segment_stream::hold_first_chunk() const {
   if (_gave_up) fail_missing(size);
   // One pacer for the whole buffer, from matching its first chunk to receiving its last, so
   // that the sizing of the destination in between counts as part of the transfer too.
-  if (!_pacer) _pacer.emplace(_t, 0);
+  if (!_pacer) _pacer.emplace(_t.pacing_budget(), 0);
   MPI_Message m;
   std::size_t got = 0;
   if (!_t.match_data(_source, _tag, m, got, *_pacer)) fail_missing(size);

@@ -40,16 +40,6 @@ void back_off(clock::duration waited, std::chrono::microseconds spin_for) {
       std::clamp(quarter, std::chrono::microseconds(2), std::chrono::microseconds(1000)));
 }
 
-/// The sleep of a transfer's wait that has lasted `waited`, past its spin budget `spin_for`: a
-/// quarter of the time waited beyond the budget, from 2 us up to 1 ms. Measured from the end of
-/// the budget, not from the start: a transfer that outlasts its budget by a little is probably
-/// about to complete, and a quarter of the whole wait (50 us after a 200 us spin, 1 ms after
-/// 4 ms) overshot its completion by that much.
-std::chrono::microseconds transfer_sleep(clock::duration waited,
-                                         std::chrono::microseconds spin_for) {
-  const auto beyond = std::chrono::duration_cast<std::chrono::microseconds>(waited - spin_for);
-  return std::clamp(beyond / 4, std::chrono::microseconds(2), std::chrono::microseconds(1000));
-}
 } // namespace
 
 void wait_with_backoff(int count, MPI_Request* requests, std::chrono::microseconds spin_for) {
@@ -59,47 +49,6 @@ void wait_with_backoff(int count, MPI_Request* requests, std::chrono::microsecon
     check_mpi(MPI_Testall(count, requests, &done, MPI_STATUSES_IGNORE), "MPI_Testall");
     if (done) return;
     back_off(clock::now() - start, spin_for);
-  }
-}
-
-transfer_pacer::transfer_pacer(transport& t, std::size_t bytes)
-    : _spinning(t._spinning), _base(t._spin_for), _spin_for(transfer_spin(_base, bytes)),
-      _start(clock::now()) {
-  // Counted from the start: MPI may copy the data inside the call that posts it.
-  if (_spin_for.count() > 0) count();
-}
-
-transfer_pacer::~transfer_pacer() {
-  uncount();
-}
-
-void transfer_pacer::add_bytes(std::size_t bytes) {
-  if (_base.count() <= 0) return;
-  _spin_for = std::min(_spin_for + (transfer_spin(_base, bytes) - _base),
-                       std::max(_base, max_transfer_spin));
-  if (waited() < _spin_for) count();
-}
-
-void transfer_pacer::pause(clock::duration waited) {
-  if (waited < _spin_for) {
-    cpu_relax();
-    return;
-  }
-  uncount();
-  std::this_thread::sleep_for(transfer_sleep(waited, _spin_for));
-}
-
-void transfer_pacer::count() noexcept {
-  if (!_counted) {
-    _counted = true;
-    _spinning.fetch_add(1, std::memory_order_seq_cst);
-  }
-}
-
-void transfer_pacer::uncount() noexcept {
-  if (_counted) {
-    _counted = false;
-    _spinning.fetch_sub(1, std::memory_order_seq_cst);
   }
 }
 
@@ -307,7 +256,7 @@ void transport::open_envelope(incoming& out) {
     out.problem = what + ": invalid";
     return;
   }
-  transfer_pacer pacer(*this, static_cast<std::size_t>(size));
+  transfer_pacer pacer(pacing_budget(), static_cast<std::size_t>(size));
   MPI_Message message;
   std::size_t bytes = 0;
   if (!match_data(out.source, h.data_tag, message, bytes, pacer)) {
@@ -442,7 +391,7 @@ void transport::post_and_wait(int dest, int tag, const char* data, std::size_t s
     total += s.bytes;
   // Spins while the receiver should still be copying: its copy takes time in proportion to the
   // bytes, and this thread can do nothing else until it completes.
-  transfer_pacer pacer(*this, total);
+  transfer_pacer pacer(pacing_budget(), total);
   std::vector<MPI_Request> requests;
   requests.reserve(1 + parts.size());
   requests.push_back(MPI_REQUEST_NULL);
@@ -585,7 +534,7 @@ void transport::allgather(const std::uint64_t* in, int count, std::uint64_t* out
 
 bool transport::match_data(int source, std::uint32_t data_tag, MPI_Message& message,
                            std::size_t& bytes) {
-  transfer_pacer pacer(*this, 0);
+  transfer_pacer pacer(pacing_budget(), 0);
   return match_data(source, data_tag, message, bytes, pacer);
 }
 
@@ -610,7 +559,7 @@ bool transport::match_data(int source, std::uint32_t data_tag, MPI_Message& mess
 }
 
 void transport::receive_matched(MPI_Message& message, void* dst, std::size_t bytes) {
-  transfer_pacer pacer(*this, bytes);
+  transfer_pacer pacer(pacing_budget(), bytes);
   receive_matched(message, dst, bytes, pacer);
 }
 

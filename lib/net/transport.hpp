@@ -15,6 +15,8 @@
 
 #include <mpirpc/serialization.hpp>
 
+#include "net/backoff.hpp"
+
 namespace mpirpc::detail {
 
 /// Throws mpi_error naming `call` when rc is not MPI_SUCCESS. Evaluates rc once.
@@ -36,41 +38,6 @@ inline void trim_buffer(std::vector<char>& buffer, std::size_t keep = std::size_
 struct trim_on_exit {
   std::vector<char>& buffer;
   ~trim_on_exit() { trim_buffer(buffer); }
-};
-
-class transport;
-
-/// Paces one thread's wait for a transfer of out-of-line data (a send, or the matching and
-/// receiving of a buffer) and counts it in transport::spinning_transfers() from its start until
-/// it ends or pauses past its spin budget: spin_window plus the time its bytes take at
-/// spin_bytes_per_us (backoff.hpp), zero where spinning is not allowed. Within the budget
-/// pause() spins; past it, it sleeps a quarter of the time waited beyond the budget, from 2 us
-/// up to 1 ms. One thread's, not thread-safe.
-class transfer_pacer {
-public:
-  /// Starts the clock and the budget for `bytes`.
-  transfer_pacer(transport& t, std::size_t bytes);
-  ~transfer_pacer();
-  transfer_pacer(const transfer_pacer&) = delete;
-  transfer_pacer& operator=(const transfer_pacer&) = delete;
-
-  /// Grows the budget by the time `bytes` more take (a receiver learns the size when it has
-  /// matched the data); counts the transfer again if it is back within its budget.
-  void add_bytes(std::size_t bytes);
-  std::chrono::steady_clock::duration waited() const {
-    return std::chrono::steady_clock::now() - _start;
-  }
-  /// One pause of the wait, which has lasted `waited`.
-  void pause(std::chrono::steady_clock::duration waited);
-
-private:
-  void count() noexcept;
-  void uncount() noexcept;
-  std::atomic<int>& _spinning;
-  std::chrono::microseconds _base;
-  std::chrono::microseconds _spin_for;
-  std::chrono::steady_clock::time_point _start;
-  bool _counted = false;
 };
 
 /// A received control message.
@@ -186,6 +153,8 @@ public:
   /// runs bound to one core, where a second busy thread takes time slices (milliseconds) from
   /// the one moving the data (measured: lib/README.md, "Threads and pacing").
   int spinning_transfers() const noexcept { return _spinning.load(std::memory_order_seq_cst); }
+  /// What this transport's transfer_pacers count in, and their spin budget before bytes.
+  transfer_pacer::budget pacing_budget() noexcept { return {_spinning, _spin_for}; }
 
   /// The largest valid tag (MPI_TAG_UB of the control communicator).
   std::uint32_t tag_ub() const noexcept { return _tag_ub; }
@@ -203,7 +172,6 @@ public:
   void close() noexcept;
 
 private:
-  friend class transfer_pacer;
   /// Receives posted ahead on the control communicator for one tag, oldest at `head`.
   struct posted_ring {
     static constexpr std::size_t depth = 16;
