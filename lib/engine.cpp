@@ -30,7 +30,7 @@ using clock = std::chrono::steady_clock;
 /// default). Set once per thread that polls.
 void use_fine_timer_slack() noexcept {
 #if defined(__linux__)
-  thread_local bool done = false;
+  bool& done = this_thread().fine_timer_slack;
   if (!done) {
     prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
     done = true;
@@ -42,46 +42,40 @@ void use_fine_timer_slack() noexcept {
 /// future and so receive again while its own request's buffer is still in use.
 class buffer_lease {
 public:
-  buffer_lease() {
-    if (depth() == pool().size()) pool().emplace_back();
-    _buffer = &pool()[depth()++];
+  buffer_lease() : _thread(this_thread()) {
+    if (_thread.receive_depth == _thread.receive_buffers.size()) {
+      _thread.receive_buffers.emplace_back();
+    }
+    _buffer = &_thread.receive_buffers[_thread.receive_depth++];
   }
   ~buffer_lease() {
     trim_buffer(_buffer->bytes);
-    --depth();
+    --_thread.receive_depth;
   }
   buffer_lease(const buffer_lease&) = delete;
   buffer_lease& operator=(const buffer_lease&) = delete;
   incoming& get() noexcept { return *_buffer; }
 
 private:
-  static std::deque<incoming>& pool() {
-    thread_local std::deque<incoming> buffers;
-    return buffers;
-  }
-  static std::size_t& depth() {
-    thread_local std::size_t n = 0;
-    return n;
-  }
+  thread_state& _thread;
   incoming* _buffer;
 };
 
 } // namespace
 
 engine::engine(const options& opts, std::unique_ptr<transport> t, std::vector<worker_info> workers,
-               bool spin_allowed, bool oversubscribed)
+               bool spin_allowed, bool oversubscribed, lending_log& lending)
     : _num_handlers(opts.num_worker_threads), _idle_poll_interval(opts.idle_poll_interval),
       _transport(std::move(t)), _session(std::move(workers), _transport->rank()),
       _spin_window(spin_allowed ? spin_window : std::chrono::microseconds(0)),
       _oversubscribed(oversubscribed), _pending(_session.size()),
-      _rrefs(std::make_unique<rref_table>(*this)),
       _outboxes(_session.size(), *this, _pending, _session, _stats),
       _sender(*_transport, _messages, _outboxes, _pending, _session, _stats, *this,
               sender::limits{opts.max_outstanding_calls, opts.rpc_timeout.count()}),
-      _replies(_sender, _session, _diagnostics, _lending),
+      _replies(_sender, _session, _diagnostics, lending),
       _server(opts.num_worker_threads, *this, _session),
       _receiver(receiver::parts{*_transport, _session, _stats, _diagnostics, _messages, _pending,
-                                _sender, _outboxes, _replies, _server, *_rrefs, this}),
+                                _sender, _outboxes, _replies, _server}),
       _timeouts(_pending, _session, _stats), _chores(_timeouts, _outboxes) {}
 
 engine::~engine() {
@@ -121,10 +115,6 @@ void engine::call_sent() noexcept {
 
 void engine::before_waiting_for_room() noexcept {
   _receiver.in_order().hand_off();
-}
-
-void engine::request_dropped() noexcept {
-  _lending.undo(0);
 }
 
 void engine::work_posted() noexcept {
@@ -235,10 +225,6 @@ void engine::lead() {
 // ---------------------------------------------------------------------------------------------
 // Waiting
 
-namespace {
-thread_local pacing::wait_history t_waits; ///< this thread's last waits
-} // namespace
-
 void engine::wait(future_state_base& state) {
   use_fine_timer_slack();
   // What this thread batched leaves now, and an in-order run it is in goes on elsewhere: the
@@ -250,7 +236,8 @@ void engine::wait(future_state_base& state) {
   incoming& message = lease.get();
   const auto start = clock::now();
   // A thread whose recent waits were all long starts quietly (progress/pacing.hpp).
-  const pacing::wait_start plan = pacing::start_wait(t_waits, _oversubscribed, _spin_window);
+  const pacing::wait_start plan =
+      pacing::start_wait(this_thread().waits, _oversubscribed, _spin_window);
   const clock::time_point quiet_until = start + plan.quiet_for;
   bool spinning = plan.spin;
   if (spinning) _spinning_waiters.fetch_add(1, std::memory_order_relaxed);
@@ -301,7 +288,7 @@ void engine::wait(future_state_base& state) {
     state.sleep_until_done();
     return;
   }
-  t_waits.record(clock::now() - start);
+  this_thread().waits.record(clock::now() - start);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,10 +339,7 @@ void engine::stop(const std::string& reason) {
 }
 
 runtime_stats engine::stats() const {
-  runtime_stats s = _stats.snapshot();
-  s.rref_owned_objects = _rrefs->owned_objects();
-  s.rref_references = _rrefs->references();
-  return s;
+  return _stats.snapshot();
 }
 
 } // namespace mpirpc::detail

@@ -17,6 +17,7 @@
 #include <mpirpc/runtime.hpp>
 
 #include "core/call_timeouts.hpp"
+#include "core/lending.hpp"
 #include "core/message_counter.hpp"
 #include "core/outbox_set.hpp"
 #include "core/pending_calls.hpp"
@@ -27,26 +28,37 @@
 #include "core/server.hpp"
 #include "core/session.hpp"
 #include "core/statistics.hpp"
+#include "core/waiting.hpp"
 #include "net/segment_stream.hpp"
 #include "net/transport.hpp"
 #include "net/wire.hpp"
 #include "progress/chores.hpp"
 #include "progress/poll_baton.hpp"
-#include "rref/rref_table.hpp"
 
 namespace mpirpc::detail {
 
-class engine final : control_link, sender_hooks, server_hooks {
+class engine final : public state_waiter, control_link, sender_hooks, server_hooks {
 public:
   /// `spin_allowed`: whether pollers may spin while traffic flows (see options::busy_poll).
   /// `oversubscribed`: whether this node runs more of the ranks than it has cores (see wait()).
+  /// `lending`: what replies being built borrow (the rref service's fork log).
   engine(const options& opts, std::unique_ptr<transport> t, std::vector<worker_info> workers,
-         bool spin_allowed, bool oversubscribed = false);
+         bool spin_allowed, bool oversubscribed, lending_log& lending);
   ~engine();
   engine(const engine&) = delete;
   engine& operator=(const engine&) = delete;
 
+  /// Who serves the requests flagged on_rref or creates_rref and the service functions (the
+  /// rref service); before start_threads.
+  void serve_flagged_with(flagged_request_handler& handler) noexcept {
+    _receiver.serve_flagged_with(handler);
+  }
   void start_threads();
+
+  // ---- the parts that services above the engine build on
+  const session& identity() const noexcept { return _session; }
+  sender& outgoing() noexcept { return _sender; }
+  server& tasks() noexcept { return _server; }
 
   // ---- identity
   const worker_info& self() const noexcept { return _session.self(); }
@@ -68,26 +80,15 @@ public:
   /// Sends every batch still being built. Called before a thread waits, by pollers for batches
   /// older than batch_delay, and by quiesce().
   void flush_outboxes() noexcept { _outboxes.flush_all(); }
-  /// False only if sending the value failed part way: MPI may then still read its buffers.
-  bool send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
-    return _replies.send_value(token, save, value);
-  }
-  void send_reply_error(reply_token& token, std::exception_ptr error) noexcept {
-    _replies.send_error(token, std::move(error));
-  }
-  void hold_reply(reply_token& token) noexcept { _replies.hold(token); }
 
   /// Runs `task` on a server thread (a handler slot), after the requests already queued.
   /// Dropped unrun if the engine stops first.
   void post(std::function<void()> task) { _server.post(std::move(task)); }
 
-  /// The remote references of this session.
-  rref_table& rrefs() noexcept { return *_rrefs; }
-
   void log(const std::string& line) const noexcept { _session.log(line); }
 
   /// Blocks until `state` is done, polling for replies meanwhile.
-  void wait(future_state_base& state);
+  void wait(future_state_base& state) override;
 
   // ---- lifecycle (the thread that calls shutdown)
   /// Collective: returns once no call is in flight on any rank. Serves meanwhile. If any
@@ -99,6 +100,7 @@ public:
   /// and frees the communicators.
   void stop(const std::string& reason);
 
+  /// The engine's counters (the rref figures are left at zero: the rref service adds them).
   runtime_stats stats() const;
 
   /// True on the engine's own background threads (handlers run there).
@@ -113,7 +115,6 @@ private:
   void batch_started() noexcept override;
   void call_sent() noexcept override;
   void before_waiting_for_room() noexcept override;
-  void request_dropped() noexcept override;
   void thread_main();
   void lead();
   void run_queued() { _server.run_queued(); }
@@ -131,7 +132,6 @@ private:
   const bool _oversubscribed; ///< more ranks on this node than cores (paces waiters, wait())
 
   pending_calls _pending;
-  std::unique_ptr<rref_table> _rrefs;
 
   // termination-detection counters (messages on the control communicator)
   message_counter _messages;
@@ -143,9 +143,8 @@ private:
   outbox_set _outboxes;
 
   // the send path (framing, flow control, admission), and the replies of this rank's handlers
-  fork_lending _lending; ///< what messages borrow from remote references
   sender _sender;
-  replies _replies;
+  replies _replies; ///< lends through the lending_log it was given
 
   // handler slots and the requests and tasks waiting for one; the receive path (with the
   // in-order runs)

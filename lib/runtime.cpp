@@ -15,21 +15,38 @@
 #include <mpirpc/errors.hpp>
 #include <mpirpc/rpc.hpp>
 
-#include "net/backoff.hpp"
+#include "core/lending.hpp"
+#include "core/registry.hpp"
+#include "core/this_thread.hpp"
+#include "core/waiting.hpp"
 #include "engine.hpp"
 #include "errors_internal.hpp"
-#include "core/registry.hpp"
+#include "net/backoff.hpp"
 #include "net/transport.hpp"
+#include "rref/rref_table.hpp"
 
 namespace mpirpc {
 namespace detail {
 namespace {
 
-std::mutex g_lifecycle;                 // serialises init_rpc / shutdown
-std::atomic<engine*> g_engine{nullptr}; // the running engine, read on every call
-// Every engine of the process, kept (stopped) after its session: a continuation may still hold
-// a reply_token pointing at it, and a stopped engine drops such late replies safely.
-std::vector<std::unique_ptr<engine>> g_engines;
+/// One session of the runtime: the engine and the rref service built on its parts.
+struct rpc_session {
+  rpc_session(const options& opts, std::unique_ptr<transport> t, std::vector<worker_info> workers,
+              bool spin_allowed, bool oversubscribed)
+      : eng(opts, std::move(t), std::move(workers), spin_allowed, oversubscribed, fork_lending()),
+        rrefs(eng.identity(), eng.outgoing(), eng.tasks()) {
+    eng.serve_flagged_with(rrefs);
+  }
+  engine eng;
+  rref_table rrefs;
+};
+
+std::mutex g_lifecycle;                       // serialises init_rpc / shutdown
+std::atomic<rpc_session*> g_session{nullptr}; // the running session, read on every call
+// Every session of the process, kept (stopped) after it ends: a continuation may still hold a
+// reply_token pointing at its engine, and a stopped engine drops such late replies safely;
+// a reference record keeps a pointer to its table.
+std::vector<std::unique_ptr<rpc_session>> g_sessions;
 bool g_ever_started = false;
 bool g_mpi_is_ours = false;
 
@@ -204,30 +221,48 @@ std::vector<worker_info> agree_on_workers(transport& t, const std::string& name,
 
 } // namespace
 
-engine& running_engine() {
-  engine* e = g_engine.load(std::memory_order_acquire);
-  if (!e) {
+namespace {
+rpc_session& running_session() {
+  rpc_session* s = g_session.load(std::memory_order_acquire);
+  if (!s) {
     throw shutdown_error(g_ever_started
                              ? "mpirpc: the RPC runtime has been shut down; call init_rpc() to "
                                "start a new session"
                              : "mpirpc: the RPC runtime is not running; call "
                                "mpirpc::init_rpc() (or construct an mpirpc::runtime) first");
   }
-  return *e;
+  return *s;
+}
+} // namespace
+
+engine& running_engine() {
+  return running_session().eng;
+}
+
+// ---- the entry points of rref.hpp that need the running session (the rest, which start from
+// a record, are in lib/rref/rref_table.cpp)
+
+std::shared_ptr<rref_record> rref_new_record(const destination& owner) {
+  rpc_session& s = running_session();
+  return s.rrefs.new_record(s.eng.resolve(owner));
+}
+
+std::shared_ptr<rref_record> rref_load(reader& in) {
+  return running_session().rrefs.load(in);
 }
 
 // ---- entry points of the public templates
 
 request_buffers& begin_request() {
-  thread_local request_buffers buffers;
-  rref_table::fork_log_undo(0); // what a request abandoned by an exception had taken
+  request_buffers& buffers = this_thread().request;
+  fork_lending().undo(0); // what a request abandoned by an exception had taken
   buffers.payload.resize(sizeof(wire::header));
   buffers.segments.clear();
   return buffers;
 }
 
 void abandon_request() noexcept {
-  rref_table::fork_log_undo(0);
+  fork_lending().undo(0);
 }
 
 namespace {
@@ -258,70 +293,22 @@ resolved_call resolve_call(const destination& to, const call_target& target) {
 bool send_call(const destination& to, const call_target& target, std::uint16_t flags,
                request_buffers& request, std::shared_ptr<reply_sink> sink, double timeout_s) {
   const trim_on_exit trim{request.payload};
-  bool sent = false;
-  try {
-    const resolved_call call = resolve_call(to, target);
-    sent = call.e.send_request(call.dest, call.entry, flags, request, std::move(sink), timeout_s);
-  } catch (...) {
-    rref_table::fork_log_undo(0);
-    throw;
-  }
-  rref_table::fork_log_commit(0);
+  // Everything the request borrowed while it was built (since begin_request) goes with it, or
+  // back if it is not sent (refused, or timed out waiting for room).
+  outgoing_transaction lent(fork_lending(), 0);
+  const resolved_call call = resolve_call(to, target);
+  const bool sent =
+      call.e.send_request(call.dest, call.entry, flags, request, std::move(sink), timeout_s);
+  if (sent) lent.sent();
   return sent;
 }
 
 void send_one_way(const destination& to, const call_target& target, request_buffers& request) {
   const trim_on_exit trim{request.payload};
-  try {
-    const resolved_call call = resolve_call(to, target);
-    call.e.send_one_way(call.dest, call.entry, request);
-  } catch (...) {
-    rref_table::fork_log_undo(0);
-    throw;
-  }
-  rref_table::fork_log_commit(0);
-}
-
-namespace {
-engine* engine_for(const reply_token& token) noexcept {
-  return static_cast<engine*>(token.owner);
-}
-} // namespace
-
-bool send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
-  engine* e = engine_for(token);
-  return e ? e->send_reply_value(token, save, value) : true;
-}
-
-void send_reply_error(reply_token& token, std::exception_ptr error) noexcept {
-  if (engine* e = engine_for(token)) e->send_reply_error(token, std::move(error));
-}
-
-void hold_reply(reply_token& token) noexcept {
-  if (engine* e = engine_for(token)) e->hold_reply(token);
-}
-
-void wait_for_state(future_state_base& state) {
-  if (engine* e = g_engine.load(std::memory_order_acquire)) {
-    e->wait(state);
-  } else {
-    state.sleep_until_done();
-  }
-}
-
-namespace {
-thread_local bool t_in_progress_callback = false;
-}
-
-bool in_progress_callback() noexcept {
-  return t_in_progress_callback;
-}
-
-progress_callback_scope::progress_callback_scope() noexcept : _previous(t_in_progress_callback) {
-  t_in_progress_callback = true;
-}
-progress_callback_scope::~progress_callback_scope() {
-  t_in_progress_callback = _previous;
+  outgoing_transaction lent(fork_lending(), 0);
+  const resolved_call call = resolve_call(to, target);
+  call.e.send_one_way(call.dest, call.entry, request);
+  lent.sent();
 }
 
 } // namespace detail
@@ -335,7 +322,7 @@ void init_rpc(options opts) {
                      "that runs on mpirpc's progress path");
   }
   std::lock_guard<std::mutex> lock(g_lifecycle);
-  if (g_engine.load()) {
+  if (g_session.load()) {
     throw init_error("mpirpc: init_rpc() called while the runtime is already running on this "
                      "process; call shutdown() first");
   }
@@ -365,15 +352,16 @@ void init_rpc(options opts) {
   if (opts.name.empty()) opts.name = "worker" + std::to_string(t->rank());
   std::vector<worker_info> workers = agree_on_workers(*t, opts.name, reg.digest(), problem);
   spare_budget.store(opts.spare_buffer_bytes, std::memory_order_relaxed);
-  g_engines.push_back(std::make_unique<engine>(opts, std::move(t), std::move(workers), spin,
-                                               node_oversubscribed(local_ranks)));
-  engine* e = g_engines.back().get();
+  g_sessions.push_back(std::make_unique<rpc_session>(opts, std::move(t), std::move(workers), spin,
+                                                     node_oversubscribed(local_ranks)));
+  rpc_session* s = g_sessions.back().get();
   reg.set_frozen(true);
   g_ever_started = true;
   // Published before the threads start: a request may arrive, and its handler may call out,
   // before init_rpc returns.
-  g_engine.store(e, std::memory_order_release);
-  e->start_threads();
+  g_state_waiter.store(&s->eng, std::memory_order_release);
+  g_session.store(s, std::memory_order_release);
+  s->eng.start_threads();
 }
 
 void init_rpc(std::string name, options opts) {
@@ -396,8 +384,9 @@ void shutdown(bool graceful, std::chrono::duration<double> timeout) {
   std::string timed_out;
   {
     std::lock_guard<std::mutex> lock(g_lifecycle);
-    engine* e = g_engine.load();
-    if (!e) return;
+    rpc_session* s = g_session.load();
+    if (!s) return;
+    engine* e = &s->eng;
     std::string reason = "shutdown(graceful=false) was called";
     if (graceful) {
       using clock = std::chrono::steady_clock;
@@ -414,11 +403,12 @@ void shutdown(bool graceful, std::chrono::duration<double> timeout) {
         std::fprintf(stderr, "mpirpc: %s\n", reason.c_str());
       }
     }
-    const std::string leftovers = e->rrefs().leftovers();
+    const std::string leftovers = s->rrefs.leftovers();
     if (!leftovers.empty()) e->log(leftovers);
-    g_engine.store(nullptr, std::memory_order_release);
+    g_session.store(nullptr, std::memory_order_release);
+    g_state_waiter.store(nullptr, std::memory_order_release);
     e->stop(reason);
-    e->rrefs().clear();
+    s->rrefs.clear();
     // The memory kept for large vectors goes back with the runtime, and none is kept until the
     // next init_rpc (a call that races with this shutdown finds no budget).
     spare_budget.store(0, std::memory_order_relaxed);
@@ -429,7 +419,7 @@ void shutdown(bool graceful, std::chrono::duration<double> timeout) {
 }
 
 bool is_running() noexcept {
-  return detail::g_engine.load() != nullptr;
+  return detail::g_session.load() != nullptr;
 }
 
 worker_info get_worker_info() {
@@ -446,17 +436,21 @@ std::vector<worker_info> get_worker_infos() {
 }
 
 runtime_stats stats() {
-  return detail::running_engine().stats();
+  detail::rpc_session& s = detail::running_session();
+  runtime_stats st = s.eng.stats();
+  st.rref_owned_objects = s.rrefs.owned_objects();
+  st.rref_references = s.rrefs.references();
+  return st;
 }
 
 runtime::runtime(options opts) {
   init_rpc(std::move(opts));
-  _session = detail::g_engine.load();
+  _session = detail::g_session.load();
 }
 
 runtime::runtime(std::string name, options opts) {
   init_rpc(std::move(name), std::move(opts));
-  _session = detail::g_engine.load();
+  _session = detail::g_session.load();
 }
 
 runtime::~runtime() {
@@ -476,7 +470,7 @@ void runtime::shutdown(bool graceful, std::chrono::duration<double> timeout) {
   // started another one, which is not this object's to stop.
   const void* session = _session;
   _session = nullptr;
-  if (session && detail::g_engine.load() == session) mpirpc::shutdown(graceful, timeout);
+  if (session && detail::g_session.load() == session) mpirpc::shutdown(graceful, timeout);
 }
 
 } // namespace mpirpc

@@ -44,7 +44,7 @@ struct in_order_runs::source_run {
 /// handed to another thread when a handler blocks, or taken by a poller when a handler has run
 /// for long (rescue_stalled). The fields below `source` are guarded by the source_run's mutex
 /// once the run is under way.
-struct in_order_runs::run_cursor {
+struct in_order_cursor {
   const in_order_runs* owner = nullptr;
   int source = -1;
   const char* rest = nullptr; ///< the batch's messages not started yet: [rest, end)
@@ -88,13 +88,11 @@ void in_order_runs::hand_off_with(incoming& message) noexcept {
 }
 
 in_order_runs::run_cursor*& in_order_runs::current_cursor() noexcept {
-  thread_local run_cursor* cursor = nullptr;
-  return cursor;
+  return this_thread().in_order_run;
 }
 
 in_order_runs::reply_target& in_order_runs::current_reply_target() noexcept {
-  thread_local reply_target target;
-  return target;
+  return this_thread().reply_batch;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 #include "core/server.hpp"
 #include "core/session.hpp"
 #include "core/statistics.hpp"
+#include "core/this_thread.hpp"
 #include "net/transport.hpp"
 #include "net/wire.hpp"
 
@@ -97,13 +98,8 @@ public:
 
 private:
   struct source_run;
-  struct run_cursor;
-  /// The engine and source of the batch of requests this thread runs (its replies are
-  /// batched), if any.
-  struct reply_target {
-    const in_order_runs* owner = nullptr;
-    int dest = -1;
-  };
+  using run_cursor = in_order_cursor;
+  using reply_target = in_order_reply_target;
   static run_cursor*& current_cursor() noexcept;
   static reply_target& current_reply_target() noexcept;
   void continue_run(int source);

@@ -24,7 +24,10 @@ protected:
 /// One outgoing message's share of the lending log: given back unless committed.
 class outgoing_transaction {
 public:
+  /// What is borrowed from now on.
   explicit outgoing_transaction(lending_log& log) noexcept : _log(log), _mark(log.mark()) {}
+  /// What was borrowed since `mark` (0: everything in this thread's log).
+  outgoing_transaction(lending_log& log, std::size_t mark) noexcept : _log(log), _mark(mark) {}
   ~outgoing_transaction() {
     if (_sent) {
       _log.commit(_mark);

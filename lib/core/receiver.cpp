@@ -239,12 +239,16 @@ void receiver::run_request(const incoming& message, const wire::header& h,
   token.source = message.source;
   token.call_id = h.call_id;
   token.function_id = h.function_id;
-  token.owner = _p.token_owner;
+  token.owner = &_p.reply;
   token.one_way = (h.flags & wire::request_one_way) != 0;
   if (token.one_way) _p.counters.one_way_run.fetch_add(1, std::memory_order_relaxed);
   try {
-    if (h.flags & wire::request_rref_flags) {
-      _p.flagged.serve(h.flags, fn, in, token);
+    if ((h.flags & wire::request_rref_flags) || fn.service) {
+      if (!_flagged) {
+        throw error("mpirpc: '" + fn.name + "' needs the rref service, which " +
+                    _p.identity.self().name + " does not run");
+      }
+      _flagged->serve(h.flags, fn, in, token);
     } else {
       fn.invoke(fn.fn, in, token);
     }

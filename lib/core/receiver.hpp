@@ -23,8 +23,9 @@
 
 namespace mpirpc::detail {
 
-/// Serves the requests flagged on_rref or creates_rref (the rref service implements it: the
-/// core runs them like any request, on a handler slot, and hands them over decoded this far).
+/// Serves the requests flagged on_rref or creates_rref, and those for the service functions
+/// (function_entry::service). The rref service implements it; the core runs such requests like
+/// any other, on a handler slot, and hands them over decoded this far.
 class flagged_request_handler {
 public:
   virtual void serve(std::uint16_t flags, const function_entry& fn, reader& in,
@@ -59,10 +60,13 @@ public:
     outbox_set& outboxes;
     replies& reply;
     server& serve;
-    flagged_request_handler& flagged;
-    void* token_owner; ///< what reply tokens name as their owner (the engine)
+    // Reply tokens name `reply` as their owner (reply_token::owner).
   };
   explicit receiver(const parts& p);
+
+  /// Who serves the flagged and service requests; set before any message is received. Until
+  /// then (and without one) they are answered with an error.
+  void serve_flagged_with(flagged_request_handler& handler) noexcept { _flagged = &handler; }
 
   /// Validates and handles one received control message.
   void dispatch(incoming& message) noexcept override;
@@ -85,6 +89,7 @@ private:
                                         const pending_call& call) const;
 
   parts _p;
+  flagged_request_handler* _flagged = nullptr;
   in_order_runs _in_order;
 };
 

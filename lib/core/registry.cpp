@@ -61,6 +61,25 @@ void registry::add(std::string_view name, raw_function fn, invoker_fn invoke, bi
   }
 }
 
+namespace {
+[[noreturn]] void served_elsewhere(raw_function, reader&, reply_token& token) {
+  throw error("mpirpc: internal function " + std::to_string(token.function_id) +
+              " reached the plain handler path");
+}
+} // namespace
+
+void registry::add_service(std::string_view name, raw_function marker) {
+  std::lock_guard<std::mutex> lock(_mutex);
+  const auto existing = _by_id.find(function_id_of(name));
+  const bool same = existing != _by_id.end() && existing->second->fn == marker;
+  function_entry entry;
+  entry.name = std::string(name);
+  entry.fn = marker;
+  entry.invoke = &served_elsewhere;
+  entry.service = true;
+  if (const function_entry* e = insert(std::move(entry), same)) _by_pointer.emplace(marker, e);
+}
+
 void registry::add_method(std::string_view name, std::string member, invoker_fn invoke,
                           binder_fn bind, const std::type_info& self_type) {
   std::lock_guard<std::mutex> lock(_mutex);

@@ -26,6 +26,9 @@ struct function_entry {
   binder_fn bind = nullptr;    ///< decodes a call to run later (rref calls, remote()); may be null
   std::string member;          ///< a member function's pointer, as bytes
   const std::type_info* self_type = nullptr; ///< a member function's class
+  /// One of the runtime's own functions (the rref protocol's): the receiver hands its
+  /// requests to the flagged_request_handler instead of calling `invoke`.
+  bool service = false;
 };
 
 /// FNV-1a of the name: a function's identity on the wire.
@@ -41,6 +44,9 @@ public:
   void add(std::string_view name, raw_function fn, invoker_fn invoke, binder_fn bind);
   void add_method(std::string_view name, std::string member, invoker_fn invoke, binder_fn bind,
                   const std::type_info& self_type);
+  /// Adds one of the runtime's own functions (function_entry::service), named on the wire by
+  /// `name` and in calls by `marker` (never called).
+  void add_service(std::string_view name, raw_function marker);
 
   const function_entry* by_pointer(raw_function fn) const noexcept;
   const function_entry* by_member(const void* member, std::size_t size) const;

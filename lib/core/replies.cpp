@@ -125,4 +125,27 @@ void replies::hold(reply_token& token) noexcept {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The entry points of detail/library.hpp: a token names the replies object that answers it
+// (none for a token not made by a receiver: its replies go nowhere).
+
+namespace {
+replies* replies_for(const reply_token& token) noexcept {
+  return static_cast<replies*>(token.owner);
+}
+} // namespace
+
+bool send_reply_value(reply_token& token, save_fn save, const void* value) noexcept {
+  replies* r = replies_for(token);
+  return r ? r->send_value(token, save, value) : true;
+}
+
+void send_reply_error(reply_token& token, std::exception_ptr error) noexcept {
+  if (replies* r = replies_for(token)) r->send_error(token, std::move(error));
+}
+
+void hold_reply(reply_token& token) noexcept {
+  if (replies* r = replies_for(token)) r->hold(token);
+}
+
 } // namespace mpirpc::detail

@@ -16,7 +16,10 @@ namespace mpirpc::detail {
 
 /// Sends the replies of the handlers this rank runs (through the sender), and counts the
 /// replies that outlive their handler (an async-execution handler's, sent from a future's
-/// continuation) for shutdown. Thread-safe; a reply is sent on the thread that completes it.
+/// continuation) for shutdown. A reply_token names the replies object that answers it
+/// (reply_token::owner): the entry points send_reply_value, send_reply_error and hold_reply of
+/// detail/library.hpp (replies.cpp) go to it. Thread-safe; a reply is sent on the thread that
+/// completes it.
 class replies {
 public:
   replies(sender& s, const session& ses, diagnostics& diag, lending_log& lending)

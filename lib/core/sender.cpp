@@ -120,7 +120,6 @@ bool sender::send_request(int dest, const function_entry& fn, std::uint16_t flag
   const bool may_wait = !in_progress_callback();
   const bool room = _pending.try_reserve(dest, may_wait ? _limits.max_outstanding : 0);
   if (!room && !wait_for_room(dest, call.deadline)) {
-    _hooks.request_dropped(); // never sent (send_call then commits nothing)
     _counters.timeouts.fetch_add(1, std::memory_order_relaxed);
     const double elapsed = std::chrono::duration<double>(clock::now() - call.start).count();
     char text[96];

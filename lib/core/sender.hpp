@@ -44,9 +44,6 @@ public:
   /// This thread is about to sleep until a destination has room: what it holds back (an
   /// in-order run) must go on elsewhere.
   virtual void before_waiting_for_room() noexcept = 0;
-  /// A request was built but will not be sent (it timed out waiting for room): what it lent
-  /// out of this rank's remote references goes back.
-  virtual void request_dropped() noexcept = 0;
 
 protected:
   ~sender_hooks() = default;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 
+#include "core/wait_history.hpp"
 #include "net/backoff.hpp"
 
 namespace mpirpc::detail::pacing {
@@ -113,18 +114,7 @@ inline microseconds waiter_sleep(clock::duration waited, bool oversubscribed) no
   return std::max(paced, std::min(share, waiter_max_sleep));
 }
 
-/// How long one thread's last few waits for a reply took.
-struct wait_history {
-  static constexpr std::size_t size = 4;
-  std::array<clock::duration, size> last{};
-  std::size_t recorded = 0;
-  void record(clock::duration d) noexcept { last[recorded++ % size] = d; }
-  /// The shortest of the last `size` waits; zero until there were that many.
-  clock::duration shortest() const noexcept {
-    if (recorded < size) return clock::duration::zero();
-    return *std::min_element(last.begin(), last.end());
-  }
-};
+using detail::wait_history; // core/wait_history.hpp
 
 /// How a wait starts: whether it spins, and how long it sleeps before its first poll after
 /// that. On an oversubscribed node a thread whose last waits all took longer than a spin does

@@ -6,11 +6,55 @@
 
 #include <mpirpc/errors.hpp>
 
-#include "engine.hpp"
 #include "errors_internal.hpp"
 #include "rref/rref_wire.hpp"
 
 namespace mpirpc::detail {
+
+// ---------------------------------------------------------------------------------------------
+// The protocol's own functions
+
+namespace {
+// The internal functions are identified by these markers' addresses (never called).
+void rref_fetch_marker() {}
+void rref_release_marker() {}
+void rref_replenish_marker() {}
+
+/// Registers the protocol's functions on every rank alike (this file is always linked: the
+/// runtime builds its rref_table, whose records call in here). The receiver hands their requests to
+/// rref_table::serve.
+const bool rref_functions_registered = [] {
+  registry& r = registry::instance();
+  r.add_service("mpirpc::rref::to_here", &rref_fetch_marker);
+  r.add_service("mpirpc::rref::release", &rref_release_marker);
+  r.add_service("mpirpc::rref::replenish", &rref_replenish_marker);
+  return true;
+}();
+
+const function_entry& internal_entry(raw_function marker) {
+  const function_entry* e = registry::instance().by_pointer(marker);
+  if (!e) throw error("mpirpc: internal function missing from the registry");
+  return *e;
+}
+
+} // namespace
+
+const function_entry& rref_fetch_entry() {
+  static const function_entry& e = internal_entry(&rref_fetch_marker);
+  return e;
+}
+const function_entry& rref_release_entry() {
+  static const function_entry& e = internal_entry(&rref_release_marker);
+  return e;
+}
+const function_entry& rref_replenish_entry() {
+  static const function_entry& e = internal_entry(&rref_replenish_marker);
+  return e;
+}
+
+raw_function rref_fetch_function() noexcept {
+  return &rref_fetch_marker;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Owner side
@@ -26,8 +70,8 @@ std::shared_ptr<owned_object> rref_table::take_if_dead(std::uint64_t id) {
   if (it == _owned.end()) return nullptr;
   owned_object& o = *it->second;
   if (o.registered && o.weight < 0) {
-    _engine.log("rref " + rref_id_text(id) +
-                ": released more weight than it was given (protocol error)");
+    _session.log("rref " + rref_id_text(id) +
+                 ": released more weight than it was given (protocol error)");
   }
   if (!o.registered || o.weight > 0 || o.status == owned_object::state::pending) return nullptr;
   std::shared_ptr<owned_object> dead = std::move(it->second);
@@ -83,7 +127,7 @@ void rref_table::settle(owned_object& o, std::shared_ptr<void> value, const std:
   for (auto& task : waiting) {
     // On a server thread: settling may happen on a progress-path continuation, where a
     // user's member function must not run (it may block).
-    _engine.post([task = std::move(task), self] { task(self); });
+    _server.post([task = std::move(task), self] { task(self); });
   }
 }
 
@@ -123,6 +167,12 @@ struct rref_table::call_hold {
 
 void rref_table::serve(std::uint16_t flags, const function_entry& fn, reader& in,
                        reply_token& token) {
+  if (fn.service && !(flags & wire::request_rref_flags)) {
+    if (&fn == &rref_fetch_entry()) return serve_fetch(in, token);
+    if (&fn == &rref_release_entry()) return serve_release(in, token);
+    if (&fn == &rref_replenish_entry()) return serve_replenish(in, token);
+    throw error("mpirpc: '" + fn.name + "' is not a function of the rref protocol");
+  }
   wire::request_prefix prefix;
   try {
     prefix = wire::read_request_prefix(in, flags);
@@ -195,7 +245,7 @@ void rref_table::serve(std::uint16_t flags, const function_entry& fn, reader& in
     } else if (self_type && (!o->type || *o->type != *self_type)) {
       failure = std::make_exception_ptr(
           error("mpirpc: '" + name + "' is a member of " + demangle(self_type->name()) +
-                ", but the rref's object on " + _engine.self().name + " is a " +
+                ", but the rref's object on " + _session.self().name + " is a " +
                 (o->type ? demangle(o->type->name()) : std::string("(nothing)"))));
     }
     if (!failure) {

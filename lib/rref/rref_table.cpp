@@ -12,7 +12,6 @@
 
 #include <mpirpc/errors.hpp>
 
-#include "engine.hpp"
 #include "errors_internal.hpp"
 #include "rref/rref_wire.hpp"
 
@@ -40,71 +39,24 @@ std::vector<fork_entry>& fork_log() {
   return log;
 }
 
-// The internal functions are identified by these markers' addresses (never called).
-void rref_fetch_marker() {}
-void rref_release_marker() {}
-void rref_replenish_marker() {}
-
-rref_table& table_of(const reply_token& token) {
-  return static_cast<engine*>(token.owner)->rrefs();
-}
-void fetch_invoker(raw_function, reader& in, reply_token& token) {
-  table_of(token).serve_fetch(in, token);
-}
-void release_invoker(raw_function, reader& in, reply_token& token) {
-  table_of(token).serve_release(in, token);
-}
-void replenish_invoker(raw_function, reader& in, reply_token& token) {
-  table_of(token).serve_replenish(in, token);
-}
-
-/// Registers the protocol's functions on every rank alike (this file is always linked: the
-/// engine calls into it).
-const bool rref_functions_registered = [] {
-  register_raw_function("mpirpc::rref::to_here", &rref_fetch_marker, &fetch_invoker, nullptr);
-  register_raw_function("mpirpc::rref::release", &rref_release_marker, &release_invoker, nullptr);
-  register_raw_function("mpirpc::rref::replenish", &rref_replenish_marker, &replenish_invoker,
-                        nullptr);
-  return true;
-}();
-
-const function_entry& internal_entry(raw_function marker) {
-  const function_entry* e = registry::instance().by_pointer(marker);
-  if (!e) throw error("mpirpc: internal function missing from the registry");
-  return *e;
-}
-
 /// Reports the failure of a release, which nobody waits for; the text is built only then.
 class release_sink final : public reply_sink {
 public:
-  release_sink(engine& e, std::uint64_t id, int owner) : _engine(e), _id(id), _owner(owner) {}
+  release_sink(const session& s, std::uint64_t id, int owner)
+      : _session(s), _id(id), _owner(owner) {}
   void on_reply(reader&) noexcept override {}
   void on_error(std::exception_ptr error) noexcept override {
-    _engine.log("releasing rref " + rref_id_text(_id) + " on " +
-                _engine.workers()[static_cast<std::size_t>(_owner)].name +
-                " failed (its object stays alive): " + describe_exception(error).message);
+    _session.log("releasing rref " + rref_id_text(_id) + " on " + _session.name_of(_owner) +
+                 " failed (its object stays alive): " + describe_exception(error).message);
   }
 
 private:
-  engine& _engine;
+  const session& _session;
   std::uint64_t _id;
   int _owner;
 };
 
 } // namespace
-
-const function_entry& rref_fetch_entry() {
-  static const function_entry& e = internal_entry(&rref_fetch_marker);
-  return e;
-}
-const function_entry& rref_release_entry() {
-  static const function_entry& e = internal_entry(&rref_release_marker);
-  return e;
-}
-const function_entry& rref_replenish_entry() {
-  static const function_entry& e = internal_entry(&rref_replenish_marker);
-  return e;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Records
@@ -113,7 +65,8 @@ rref_record::~rref_record() {
   table->drop(*this);
 }
 
-rref_table::rref_table(engine& e) : _engine(e) {}
+rref_table::rref_table(const session& identity, sender& out, server& tasks)
+    : _session(identity), _sender(out), _server(tasks) {}
 
 rref_table::~rref_table() = default;
 
@@ -121,9 +74,9 @@ std::shared_ptr<rref_record> rref_table::new_record(int owner) {
   if (stopped()) throw shutdown_error("mpirpc: the RPC runtime has shut down");
   std::lock_guard<std::mutex> lock(_mutex);
   const std::uint64_t id =
-      (static_cast<std::uint64_t>(_engine.self().id) << 40) | (_next_sequence++);
+      (static_cast<std::uint64_t>(_session.self().id) << 40) | (_next_sequence++);
   auto r =
-      std::make_shared<rref_record>(*this, id, owner, owner == _engine.self().id, initial_weight);
+      std::make_shared<rref_record>(*this, id, owner, owner == _session.self().id, initial_weight);
   _records[id] = r;
   return r;
 }
@@ -215,7 +168,7 @@ void rref_table::lend(writer& w, const std::shared_ptr<rref_record>& r) {
 }
 
 std::shared_ptr<rref_record> rref_table::load(reader& in) {
-  const wire_rref v = wire::read_rref(in, _engine.workers().size());
+  const wire_rref v = wire::read_rref(in, _session.workers().size());
   if (v.id == 0) return nullptr;
   if (stopped()) throw shutdown_error("mpirpc: the RPC runtime has shut down");
   std::lock_guard<std::mutex> lock(_mutex);
@@ -227,7 +180,7 @@ std::shared_ptr<rref_record> rref_table::load(reader& in) {
     return r;
   }
   const int owner = static_cast<int>(v.owner);
-  auto r = std::make_shared<rref_record>(*this, v.id, owner, owner == _engine.self().id, v.weight);
+  auto r = std::make_shared<rref_record>(*this, v.id, owner, owner == _session.self().id, v.weight);
   r->confirmed = (v.flags & 1) != 0 || r->owner_is_self;
   slot = r;
   return r;
@@ -250,12 +203,12 @@ void rref_table::drop(rref_record& r) noexcept {
   }
   try {
     send_internal(r.owner, rref_release_entry(), r.id, weight,
-                  std::make_shared<release_sink>(_engine, r.id, r.owner));
+                  std::make_shared<release_sink>(_session, r.id, r.owner));
   } catch (const shutdown_error&) {
     // Stopping: the shutdown report counts what is still alive.
   } catch (const std::exception& e) {
-    _engine.log("could not release rref " + rref_id_text(r.id) + " (its object on " +
-                _engine.workers()[r.owner].name + " stays alive): " + e.what());
+    _session.log("could not release rref " + rref_id_text(r.id) + " (its object on " +
+                 _session.name_of(r.owner) + " stays alive): " + e.what());
   }
 }
 
@@ -301,7 +254,22 @@ void rref_table::send_internal(int dest, const function_entry& fn, std::uint64_t
   writer w(request.payload);
   w.write_plain(id);
   w.write_plain(weight);
-  _engine.send_request(dest, fn, 0, request, std::move(sink), -1.0);
+  _sender.send_request(dest, fn, 0, request, std::move(sink), -1.0);
+}
+
+namespace {
+/// The fork log behind the lending_log interface.
+class fork_log_lending final : public lending_log {
+public:
+  std::size_t mark() const noexcept override { return rref_table::fork_log_mark(); }
+  void commit(std::size_t mark) noexcept override { rref_table::fork_log_commit(mark); }
+  void undo(std::size_t mark) noexcept override { rref_table::fork_log_undo(mark); }
+};
+} // namespace
+
+lending_log& fork_lending() noexcept {
+  static fork_log_lending log;
+  return log;
 }
 
 std::size_t rref_table::fork_log_mark() noexcept {
@@ -379,7 +347,7 @@ std::string rref_table::leftovers() const {
   for (const auto& [id, weak] : _records) {
     if (auto r = weak.lock()) {
       ++references;
-      ++by_owner[_engine.workers()[static_cast<std::size_t>(r->owner)].name];
+      ++by_owner[_session.workers()[static_cast<std::size_t>(r->owner)].name];
     }
   }
   int owned = 0;
@@ -430,11 +398,6 @@ rref_table& table_of(const rref_record& r) {
 }
 } // namespace
 
-std::shared_ptr<rref_record> rref_new_record(const destination& owner) {
-  engine& e = running_engine();
-  return e.rrefs().new_record(e.resolve(owner));
-}
-
 void rref_write_new(writer& w, const rref_record& r) {
   w.write_plain(r.id);
   w.write_plain(initial_weight);
@@ -458,7 +421,7 @@ int rref_owner_rank(const rref_record& r) noexcept {
 }
 
 worker_info rref_owner_info(const rref_record& r) {
-  return table_of(r).owner_engine().workers()[static_cast<std::size_t>(r.owner)];
+  return table_of(r).identity().workers()[static_cast<std::size_t>(r.owner)];
 }
 
 bool rref_is_owner(const rref_record& r) noexcept {
@@ -483,15 +446,10 @@ std::shared_ptr<void> rref_local_object(const rref_record& r, const std::type_in
 }
 
 void rref_throw_not_owner(const rref_record& r) {
-  const engine& e = table_of(r).owner_engine();
-  throw not_owner_error("mpirpc: rref::local_value() called on " + e.self().name +
-                        ", but the value lives on its owner " +
-                        e.workers()[static_cast<std::size_t>(r.owner)].name +
+  const session& s = table_of(r).identity();
+  throw not_owner_error("mpirpc: rref::local_value() called on " + s.self().name +
+                        ", but the value lives on its owner " + s.name_of(r.owner) +
                         "; use to_here() for a copy or call it through rref.rpc_sync()");
-}
-
-raw_function rref_fetch_function() noexcept {
-  return &rref_fetch_marker;
 }
 
 void rref_save(writer& w, const std::shared_ptr<rref_record>& r) {
@@ -500,10 +458,6 @@ void rref_save(writer& w, const std::shared_ptr<rref_record>& r) {
     return;
   }
   table_of(*r).save(w, r);
-}
-
-std::shared_ptr<rref_record> rref_load(reader& in) {
-  return running_engine().rrefs().load(in);
 }
 
 } // namespace mpirpc::detail

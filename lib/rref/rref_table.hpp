@@ -20,10 +20,12 @@
 #include "core/lending.hpp"
 #include "core/receiver.hpp"
 #include "core/registry.hpp"
+#include "core/sender.hpp"
+#include "core/server.hpp"
+#include "core/session.hpp"
 
 namespace mpirpc::detail {
 
-class engine;
 class rref_table;
 
 /// One worker's share of the references to one object (shared by its rref<T> copies).
@@ -34,7 +36,7 @@ struct rref_record {
   rref_record(const rref_record&) = delete;
   rref_record& operator=(const rref_record&) = delete;
 
-  rref_table* table; ///< of the session it belongs to (kept, like its engine, for ever)
+  rref_table* table; ///< of the session it belongs to (kept, like its session, for ever)
   const std::uint64_t id;
   const int owner;
   const bool owner_is_self;
@@ -72,16 +74,20 @@ struct owned_object final : rref_slot, std::enable_shared_from_this<owned_object
   std::vector<std::function<void(const std::shared_ptr<owned_object>&)>> waiting;
 };
 
-/// Per-session tables. Thread-safe (one mutex).
+/// Per-session tables: the rref service of one session. Built on three parts of the core: it
+/// names workers through the session, sends its protocol's requests through the sender, and
+/// runs deferred work on the server's threads; the receiver hands it the requests it serves
+/// (flagged_request_handler). Thread-safe (one mutex).
 class rref_table final : public flagged_request_handler {
 public:
-  explicit rref_table(engine& e);
+  rref_table(const session& identity, sender& out, server& tasks);
   ~rref_table();
 
-  engine& owner_engine() const noexcept { return _engine; }
+  const session& identity() const noexcept { return _session; }
 
-  // ---- owner side (called by the engine's handlers)
-  /// Serves a request flagged on_rref and/or creates_rref.
+  // ---- owner side (run by the receiver on a handler slot)
+  /// Serves a request flagged on_rref and/or creates_rref, or a request for one of the
+  /// protocol's own functions (fetch, release, replenish).
   void serve(std::uint16_t flags, const function_entry& fn, reader& in,
              reply_token& token) override;
   void serve_fetch(reader& in, reply_token& token);
@@ -139,7 +145,9 @@ private:
                      std::shared_ptr<reply_sink> sink);
   void release_owned(std::uint64_t id, std::uint64_t weight) noexcept;
 
-  engine& _engine;
+  const session& _session;
+  sender& _sender;
+  server& _server;
   mutable std::mutex _mutex;
   std::unordered_map<std::uint64_t, std::shared_ptr<owned_object>> _owned;
   std::unordered_map<std::uint64_t, std::weak_ptr<rref_record>> _records;
@@ -155,13 +163,9 @@ inline std::string rref_id_text(std::uint64_t id) {
   return text;
 }
 
-/// The fork log as the core sees it: what messages being built borrowed from references.
-class fork_lending final : public lending_log {
-public:
-  std::size_t mark() const noexcept override { return rref_table::fork_log_mark(); }
-  void commit(std::size_t mark) noexcept override { rref_table::fork_log_commit(mark); }
-  void undo(std::size_t mark) noexcept override { rref_table::fork_log_undo(mark); }
-};
+/// The fork log as the core sees it: what messages being built on the calling thread
+/// borrowed from references (one log per thread, shared by every session).
+lending_log& fork_lending() noexcept;
 
 /// The internal functions of the protocol (registered in lib/rref/rref_table.cpp).
 const function_entry& rref_fetch_entry();

@@ -28,7 +28,7 @@ struct reply_token {
   int source = -1;
   std::uint64_t call_id = 0;
   std::uint64_t function_id = 0;
-  void* owner = nullptr; ///< the runtime (engine) the request arrived at
+  void* owner = nullptr; ///< what sends the reply (the replies part of the runtime it arrived at)
   bool held = false;     ///< true once hold_reply() made the reply outlive the handler
   bool one_way = false;  ///< an rpc_ff call: no reply is sent; a failure is logged and counted
 };
