@@ -81,10 +81,6 @@ public:
   /// older than batch_delay, and by quiesce().
   void flush_outboxes() noexcept { _outboxes.flush_all(); }
 
-  /// Runs `task` on a server thread (a handler slot), after the requests already queued.
-  /// Dropped unrun if the engine stops first.
-  void post(std::function<void()> task) { _server.post(std::move(task)); }
-
   void log(const std::string& line) const noexcept { _session.log(line); }
 
   /// Blocks until `state` is done, polling for replies meanwhile.
