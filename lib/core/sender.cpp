@@ -115,9 +115,11 @@ bool sender::send_request(int dest, const function_entry& fn, std::uint16_t flag
                       ? call.start + std::chrono::duration_cast<clock::duration>(
                                          std::chrono::duration<double>(timeout_s))
                       : clock::time_point::max();
-  // Flow control. A progress-path continuation must not block the progress it runs on, so
-  // its calls never wait for room.
-  const bool may_wait = !in_progress_callback();
+  // Flow control, for application threads only. A handler or a progress-path continuation must
+  // not block the threads that serve and receive the calls the window waits for (a chain of
+  // async-execution calls deeper than the window would hold them for good), so its calls
+  // never wait for room.
+  const bool may_wait = !in_progress_callback() && !this_thread().on_engine_thread;
   const bool room = _pending.try_reserve(dest, may_wait ? _limits.max_outstanding : 0);
   if (!room && !wait_for_room(dest, call.deadline)) {
     _counters.timeouts.fetch_add(1, std::memory_order_relaxed);

@@ -38,6 +38,17 @@ mpirpc::future<int> hop(int left, int depth) {
   return mpirpc::rpc_async(hop_target(mpirpc::get_worker_info().id), hop, left - 1, depth + 1);
 }
 
+/// One hop around the ring of all workers (each calls the next by rank), `left` hops to go.
+mpirpc::future<int> ring_hop(int left, int depth) {
+  if (left == 0) {
+    mpirpc::future<int> done;
+    done.set_result(depth);
+    return done;
+  }
+  const int next = (mpirpc::get_worker_info().id + 1) % mpirpc_test::world_size();
+  return mpirpc::rpc_async(next, ring_hop, left - 1, depth + 1);
+}
+
 /// The seed's async_add_chained: a nested call continued with then().
 mpirpc::future<int> add_chained(int to, int x, int y, int z) {
   return mpirpc::rpc_async(to, add, x, y).then([z](mpirpc::future<int> f) {
@@ -75,6 +86,7 @@ MPIRPC_REGISTER(add);
 MPIRPC_REGISTER_ASYNC(hop);
 MPIRPC_REGISTER_ASYNC(add_chained);
 MPIRPC_REGISTER_ASYNC(hop_throwing);
+MPIRPC_REGISTER_ASYNC(ring_hop);
 MPIRPC_REGISTER(blocking_self_call);
 
 TEST_CASE("async_execution accepts exactly the functions that return a future", "[async]") {
@@ -105,6 +117,31 @@ TEST_CASE("64 concurrent nested calls complete with one server thread per worker
       CHECK(chains[static_cast<std::size_t>(i)].wait() == i + 8);
     }
   }
+}
+
+TEST_CASE("deep chains around a ring complete under the default flow-control window",
+          "[async][flow]") {
+  // Each hop's call to the next worker awaits its reply until the end of its chain, so every
+  // worker has 32 * 500 / ranks calls to its neighbour outstanding at the peak: more than
+  // max_outstanding_calls (1024 by default). A handler that waited for room there would hold
+  // its only server thread, and with it every chain, until the calls timed out.
+  constexpr int chains = 32;
+  constexpr int depth = 500;
+  mpirpc::options o = one_server_thread();
+  o.rpc_timeout = std::chrono::seconds(30); // a stall fails the test well within its TIMEOUT
+  REQUIRE(o.max_outstanding_calls == 1024);
+  REQUIRE(chains * depth / mpirpc_test::world_size() > o.max_outstanding_calls);
+  mpirpc::runtime rt(o);
+  if (mpirpc_test::world_rank() == 0) {
+    std::vector<mpirpc::future<int>> started;
+    for (int i = 0; i < chains; ++i)
+      started.push_back(mpirpc::rpc_async(1, ring_hop, depth - 1, 1));
+    for (int i = 0; i < chains; ++i)
+      CHECK(started[static_cast<std::size_t>(i)].wait() == depth);
+  }
+  // The handlers' calls went beyond the window without waiting for room.
+  CHECK(mpirpc::stats().calls_delayed == 0);
+  rt.shutdown();
 }
 
 TEST_CASE("an exception raised at any depth of a chain reaches the caller", "[async]") {
