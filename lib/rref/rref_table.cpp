@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Remote references: the reference records, forks and the fork log, releases, the table's
-// lifecycle and the entry points of rref.hpp; the owner's side is in owned_objects.cpp. The
-// weighted reference counting protocol is in include/mpirpc/rref.hpp, the message sequences in
+// lifecycle and the entry points of rref.hpp that start from a record (runtime.cpp has the two
+// that need the running session); the owner's side is in owned_objects.cpp. The weighted
+// reference counting protocol is in include/mpirpc/rref.hpp, the message sequences in
 // docs/rref.md.
 #include "rref/rref_table.hpp"
 
