@@ -79,7 +79,7 @@ engine::engine(const options& opts, std::unique_ptr<transport> t, std::vector<wo
       _timeouts(_pending, _session, _stats), _chores(_timeouts, _outboxes) {}
 
 engine::~engine() {
-  if (!_stopped.load()) stop("the runtime was destroyed");
+  stop_if_running("the runtime was destroyed");
 }
 
 void engine::start_threads() {
@@ -111,10 +111,6 @@ bool engine::batches_replies_to(int dest) const noexcept {
 
 void engine::call_sent() noexcept {
   _baton.wake_idle();
-}
-
-void engine::before_waiting_for_room() noexcept {
-  _receiver.in_order().hand_off();
 }
 
 void engine::work_posted() noexcept {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// The progress engine of one rank: the composition root that owns the parts (net/, core/,
-// progress/, rref/) and wires their hooks; its own work is the background threads' loop (the
-// leader's polls), a waiting thread's polls, and stopping. Internal. lib/README.md is the map.
+// The progress engine of one rank: the composition root that owns the parts of net/, core/
+// and progress/ and wires their hooks (services such as rref/ are built on it, runtime.cpp); its
+// own work is the background threads' loop (the leader's polls), a waiting thread's polls, and
+// stopping. Internal. lib/README.md is the map.
 #pragma once
 
 #include <atomic>
@@ -95,6 +96,10 @@ public:
   /// Stops accepting calls, fails every outstanding call with shutdown_error, stops threads
   /// and frees the communicators.
   void stop(const std::string& reason);
+  /// stop() unless the engine has stopped already.
+  void stop_if_running(const std::string& reason) {
+    if (!_stopped.load()) stop(reason);
+  }
 
   /// The engine's counters (the rref figures are left at zero: the rref service adds them).
   runtime_stats stats() const;
@@ -110,7 +115,6 @@ private:
   bool batches_replies_to(int dest) const noexcept override;
   void batch_started() noexcept override;
   void call_sent() noexcept override;
-  void before_waiting_for_room() noexcept override;
   void thread_main();
   void lead();
   void run_queued() { _server.run_queued(); }

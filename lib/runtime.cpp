@@ -37,6 +37,14 @@ struct rpc_session {
         rrefs(eng.identity(), eng.outgoing(), eng.tasks()) {
     eng.serve_flagged_with(rrefs);
   }
+  /// A session that ends without shutdown() (the process exits with it running): the threads,
+  /// which may be inside the rref table, stop before the table goes.
+  ~rpc_session() {
+    eng.stop_if_running("the runtime was destroyed");
+    rrefs.clear();
+  }
+  rpc_session(const rpc_session&) = delete;
+  rpc_session& operator=(const rpc_session&) = delete;
   engine eng;
   rref_table rrefs;
 };

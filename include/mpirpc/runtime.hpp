@@ -69,10 +69,11 @@ struct options {
   /// A call beyond it waits in rpc_sync/rpc_async/remote until an earlier call to that worker
   /// completes (its reply, error or timeout), so one worker flooding another keeps memory
   /// bounded on both sides. The wait counts toward the call's timeout; a call whose timeout
-  /// passes while it waits fails with timeout_error without being sent. Only application
-  /// threads wait: calls made by handlers or in progress-path continuations (on mpirpc's own
-  /// threads) are sent at once and may exceed the limit, since waiting there would hold the
-  /// threads that serve the calls the window waits for. Zero: no limit.
+  /// passes while it waits fails with timeout_error without being sent. Only application code
+  /// waits: calls made by handlers, and in continuations that run on the progress path (on
+  /// mpirpc's threads, or on a thread inside future::wait that received the reply), are sent
+  /// at once and may exceed the limit, since waiting there would hold the threads that serve
+  /// and receive the calls the window waits for. Zero: no limit.
   int max_outstanding_calls = 1024;
   /// Memory this process may keep, between calls, for the storage of large vectors of
   /// trivially copyable elements that mpirpc is done with: a handler's result once its reply

@@ -77,10 +77,10 @@ void sender::send_message(int dest, int tag, std::vector<char>& buffer, wire::ki
 bool sender::wait_for_room(int dest, clock::time_point deadline) {
   _counters.calls_delayed.fetch_add(1, std::memory_order_relaxed);
   _outboxes.flush(dest); // the calls that hold the room may still be in the batch
-  _hooks.before_waiting_for_room();
-  // This thread only sleeps: the replies that make room are received by the leader or by a
-  // thread in wait(). It must not dispatch anything itself, since the request it is about to
-  // send sits in its thread-local buffers.
+  // Only an application thread gets here (send_request): never one in an in-order run, which
+  // would have to be handed on first. This thread only sleeps: the replies that make room are
+  // received by the leader or by a thread in wait(). It must not dispatch anything itself, since
+  // the request it is about to send sits in its thread-local buffers.
   constexpr auto recheck = std::chrono::milliseconds(1); // also bounds a missed wake-up
   for (;;) {
     if (!_gate.open()) {

@@ -41,9 +41,6 @@ public:
   virtual void batch_started() noexcept = 0;
   /// A two-way call was sent: its reply should be noticed soon.
   virtual void call_sent() noexcept = 0;
-  /// This thread is about to sleep until a destination has room: what it holds back (an
-  /// in-order run) must go on elsewhere.
-  virtual void before_waiting_for_room() noexcept = 0;
 
 protected:
   ~sender_hooks() = default;

@@ -167,7 +167,7 @@ inline std::string rref_id_text(std::uint64_t id) {
 /// borrowed from references (one log per thread, shared by every session).
 lending_log& fork_lending() noexcept;
 
-/// The internal functions of the protocol (registered in lib/rref/rref_table.cpp).
+/// The internal functions of the protocol (registered in lib/rref/owned_objects.cpp).
 const function_entry& rref_fetch_entry();
 const function_entry& rref_release_entry();
 const function_entry& rref_replenish_entry();

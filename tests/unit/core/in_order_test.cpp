@@ -70,7 +70,6 @@ struct quiet_sender_hooks final : detail::sender_hooks {
   }
   void batch_started() noexcept override {}
   void call_sent() noexcept override {}
-  void before_waiting_for_room() noexcept override {}
 };
 
 /// Plays the receiver: records the requests run, in order; `during(name)` runs inside a
