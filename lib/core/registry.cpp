@@ -48,14 +48,19 @@ const function_entry* registry::insert(function_entry entry, bool same_target) {
 }
 
 void registry::add(std::string_view name, raw_function fn, invoker_fn invoke, binder_fn bind) {
-  std::lock_guard<std::mutex> lock(_mutex);
-  const auto existing = _by_id.find(function_id_of(name));
-  const bool same = existing != _by_id.end() && existing->second->fn == fn;
   function_entry entry;
   entry.name = std::string(name);
   entry.fn = fn;
   entry.invoke = invoke;
   entry.bind = bind;
+  add_by_pointer(std::move(entry));
+}
+
+void registry::add_by_pointer(function_entry entry) {
+  std::lock_guard<std::mutex> lock(_mutex);
+  const auto existing = _by_id.find(function_id_of(entry.name));
+  const bool same = existing != _by_id.end() && existing->second->fn == entry.fn;
+  const raw_function fn = entry.fn;
   if (const function_entry* e = insert(std::move(entry), same)) {
     _by_pointer.emplace(fn, e); // a function registered under two names is called by the first
   }
@@ -69,15 +74,12 @@ namespace {
 } // namespace
 
 void registry::add_service(std::string_view name, raw_function marker) {
-  std::lock_guard<std::mutex> lock(_mutex);
-  const auto existing = _by_id.find(function_id_of(name));
-  const bool same = existing != _by_id.end() && existing->second->fn == marker;
   function_entry entry;
   entry.name = std::string(name);
   entry.fn = marker;
   entry.invoke = &served_elsewhere;
   entry.service = true;
-  if (const function_entry* e = insert(std::move(entry), same)) _by_pointer.emplace(marker, e);
+  add_by_pointer(std::move(entry));
 }
 
 void registry::add_method(std::string_view name, std::string member, invoker_fn invoke,

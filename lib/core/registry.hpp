@@ -64,6 +64,8 @@ private:
   /// Adds `entry` unless its name is taken; returns the entry now under that name's id, or
   /// null when the name was refused. Locked.
   const function_entry* insert(function_entry entry, bool same_target);
+  /// Adds a function or service entry called by its pointer (`entry.fn`). Locks.
+  void add_by_pointer(function_entry entry);
 
   mutable std::mutex _mutex;
   bool _frozen = false;
