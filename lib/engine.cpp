@@ -14,7 +14,6 @@
 
 #include <mpirpc/errors.hpp>
 
-#include "core/quiescence.hpp"
 #include "core/this_thread.hpp"
 #include "errors_internal.hpp"
 #include "net/backoff.hpp"
@@ -290,10 +289,10 @@ void engine::wait(future_state_base& state) {
 // ---------------------------------------------------------------------------------------------
 // Shutdown
 
-std::string engine::quiesce(clock::time_point deadline) {
+quiescence::outcome engine::quiesce(quiet_purpose purpose, clock::time_point deadline) {
   return quiescence(*_transport, _session, _messages)
       .wait_until_quiet(
-          deadline, [this] { flush_outboxes(); },
+          purpose, deadline, [this] { flush_outboxes(); },
           [this] {
             // Queued before running (see quiescence). Requests waiting for an in-order run
             // count as queued, one-way calls still running asynchronously as running (nobody

@@ -22,6 +22,7 @@
 #include "core/message_counter.hpp"
 #include "core/outbox_set.hpp"
 #include "core/pending_calls.hpp"
+#include "core/quiescence.hpp"
 #include "core/receiver.hpp"
 #include "core/registry.hpp"
 #include "core/replies.hpp"
@@ -87,12 +88,13 @@ public:
   /// Blocks until `state` is done, polling for replies meanwhile.
   void wait(future_state_base& state) override;
 
-  // ---- lifecycle (the thread that calls shutdown)
+  // ---- lifecycle (the thread that calls shutdown or barrier)
   /// Collective: returns once no call is in flight on any rank. Serves meanwhile. If any
-  /// rank passes `deadline` first, every rank gives up in the same round and returns what was
-  /// still busy where (worker names and counts); an empty string means quiet.
-  std::string quiesce(std::chrono::steady_clock::time_point deadline =
-                          std::chrono::steady_clock::time_point::max());
+  /// rank passes `deadline` first, every rank gives up in the same round and learns what was
+  /// still busy where (worker names and counts). Every rank must quiesce for the same purpose.
+  quiescence::outcome quiesce(quiet_purpose purpose,
+                              std::chrono::steady_clock::time_point deadline =
+                                  std::chrono::steady_clock::time_point::max());
   /// Stops accepting calls, fails every outstanding call with shutdown_error, stops threads
   /// and frees the communicators.
   void stop(const std::string& reason);

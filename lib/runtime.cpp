@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Start-up, shutdown and the process-wide runtime; the entry points the public templates call.
+#include <mpirpc/barrier.hpp>
 #include <mpirpc/runtime.hpp>
 
 #include <cctype>
@@ -381,49 +382,118 @@ void shutdown(bool graceful) {
   shutdown(graceful, std::chrono::duration<double>(0));
 }
 
+namespace detail {
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+/// The deadline of a graceful shutdown or a barrier: none for a zero, negative or huge timeout.
+clock::time_point deadline_after(std::chrono::duration<double> timeout) {
+  constexpr double max_timeout_s = 1e9; // about 31 years: no limit
+  return timeout.count() > 0 && timeout.count() < max_timeout_s
+             ? clock::now() + std::chrono::duration_cast<clock::duration>(timeout)
+             : clock::time_point::max();
+}
+
+/// Stops the running session `s` for `reason`. The caller holds g_lifecycle.
+void end_session(rpc_session& s, const std::string& reason) {
+  const std::string leftovers = s.rrefs.leftovers();
+  if (!leftovers.empty()) s.eng.log(leftovers);
+  g_session.store(nullptr, std::memory_order_release);
+  g_state_waiter.store(nullptr, std::memory_order_release);
+  s.eng.stop(reason);
+  s.rrefs.clear();
+  // The memory kept for large vectors goes back with the runtime, and none is kept until the
+  // next init_rpc (a call that races with this shutdown finds no budget).
+  spare_budget.store(0, std::memory_order_relaxed);
+  release_spare_buffers();
+  registry::instance().set_frozen(false);
+}
+
+/// Why a collective wait cannot run on this thread (a handler's or the progress path's, which
+/// the wait needs), or an empty string when it can.
+std::string refused_here(const char* what, const char* why) {
+  if (!engine::on_engine_thread() && !in_progress_callback()) return {};
+  return std::string("mpirpc: ") + what +
+         " cannot be called from a handler or from a continuation that runs on mpirpc's "
+         "progress path (" +
+         why + "); call it from an application thread";
+}
+
+} // namespace
+} // namespace detail
+
 void shutdown(bool graceful, std::chrono::duration<double> timeout) {
   using namespace detail;
-  if (engine::on_engine_thread() || in_progress_callback()) {
-    // Quiescence would wait for this very handler, and stopping would join its thread.
-    throw shutdown_error("mpirpc: shutdown() cannot be called from a handler or from a "
-                         "continuation that runs on mpirpc's progress path; call it from an "
-                         "application thread");
-  }
+  const std::string refused = refused_here(
+      "shutdown()",
+      "quiescence would wait for this very handler, and stopping would join its thread");
+  if (!refused.empty()) throw shutdown_error(refused);
   std::string timed_out;
   {
     std::lock_guard<std::mutex> lock(g_lifecycle);
     rpc_session* s = g_session.load();
     if (!s) return;
-    engine* e = &s->eng;
     std::string reason = "shutdown(graceful=false) was called";
     if (graceful) {
-      using clock = std::chrono::steady_clock;
-      constexpr double max_timeout_s = 1e9; // about 31 years: no limit
-      const auto deadline =
-          timeout.count() > 0 && timeout.count() < max_timeout_s
-              ? clock::now() + std::chrono::duration_cast<clock::duration>(timeout)
-              : clock::time_point::max();
       try {
-        timed_out = e->quiesce(deadline);
-        reason = timed_out.empty() ? "the runtime shut down" : "the graceful shutdown timed out";
+        const quiescence::outcome quiet =
+            s->eng.quiesce(quiet_purpose::shutdown, deadline_after(timeout));
+        switch (quiet.what) {
+        case quiescence::outcome::kind::quiet:
+          reason = "the runtime shut down";
+          break;
+        case quiescence::outcome::kind::timed_out:
+          timed_out = quiet.unfinished;
+          reason = "the graceful shutdown timed out";
+          break;
+        case quiescence::outcome::kind::mismatched:
+          reason = "graceful shutdown failed: " + quiet.unfinished;
+          std::fprintf(stderr, "mpirpc: %s\n", reason.c_str());
+          break;
+        }
       } catch (const std::exception& x) {
         reason = std::string("graceful shutdown failed: ") + x.what();
         std::fprintf(stderr, "mpirpc: %s\n", reason.c_str());
       }
     }
-    const std::string leftovers = s->rrefs.leftovers();
-    if (!leftovers.empty()) e->log(leftovers);
-    g_session.store(nullptr, std::memory_order_release);
-    g_state_waiter.store(nullptr, std::memory_order_release);
-    e->stop(reason);
-    s->rrefs.clear();
-    // The memory kept for large vectors goes back with the runtime, and none is kept until the
-    // next init_rpc (a call that races with this shutdown finds no budget).
-    spare_budget.store(0, std::memory_order_relaxed);
-    release_spare_buffers();
-    registry::instance().set_frozen(false);
+    end_session(*s, reason);
   }
   if (!timed_out.empty()) throw shutdown_error(timed_out);
+}
+
+void barrier() {
+  barrier(std::chrono::duration<double>(0));
+}
+
+void barrier(std::chrono::duration<double> timeout) {
+  using namespace detail;
+  const std::string refused =
+      refused_here("barrier()", "quiet means that no handler runs: it would wait for itself");
+  if (!refused.empty()) throw future_error(refused);
+  const auto deadline = deadline_after(timeout);
+  // Held for the whole barrier: the session stays, and a shutdown on another thread of this
+  // rank waits for it (the collectives of one rank are matched in the order they start).
+  std::lock_guard<std::mutex> lock(g_lifecycle);
+  rpc_session* s = g_session.load();
+  if (!s) {
+    throw shutdown_error(g_ever_started ? "mpirpc: barrier() called after shutdown()"
+                                        : "mpirpc: barrier() called before init_rpc()");
+  }
+  const quiescence::outcome quiet = s->eng.quiesce(quiet_purpose::barrier, deadline);
+  switch (quiet.what) {
+  case quiescence::outcome::kind::quiet:
+    return;
+  case quiescence::outcome::kind::timed_out:
+    throw timeout_error(quiet.unfinished);
+  case quiescence::outcome::kind::mismatched: {
+    // The ranks that called shutdown() stop now; so does this one, so that the session ends
+    // alike everywhere instead of waiting for waves nobody joins.
+    const std::string reason = "barrier() failed: " + quiet.unfinished;
+    end_session(*s, reason);
+    throw shutdown_error("mpirpc: " + reason + "; the runtime has shut down");
+  }
+  }
 }
 
 bool is_running() noexcept {

@@ -53,8 +53,8 @@ public:
 };
 
 /// The runtime is not running or is stopping: a call before init_rpc or after shutdown, a call
-/// abandoned or refused because this rank or the callee shut down, or shutdown() called from a
-/// handler or continuation.
+/// abandoned or refused because this rank or the callee shut down, shutdown() called from a
+/// handler or continuation, or a barrier() on one rank met a shutdown() on another.
 class shutdown_error : public error {
 public:
   using error::error;
@@ -74,7 +74,7 @@ public:
 };
 
 /// Misuse of a future: value() before it is done, a second set_result, waiting on the thread
-/// that must make progress.
+/// that must make progress (also barrier() there).
 class future_error : public error {
 public:
   using error::error;

@@ -2,6 +2,7 @@
 // mpirpc: torch.distributed.rpc's programming model for MPI programs. The umbrella header.
 #pragma once
 
+#include <mpirpc/barrier.hpp>
 #include <mpirpc/errors.hpp>
 #include <mpirpc/functions.hpp>
 #include <mpirpc/future.hpp>
