@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// mpirpc_bench: the standard workloads W0..W6 of BENCH_SPEC.md, for mpirpc and for raw MPI.
+// mpirpc_bench: the standard workloads W0..W6 of BENCH_SPEC.md, for mpirpc and for raw MPI,
+// and W7 (docs/benchmarks.md: random all-to-all calls that forward, ended by barrier()).
 //
 //     mpiexec -n 2 mpirpc_bench --workload W1 --system mpi|mpirpc [--quick]
 //
@@ -19,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -91,8 +93,46 @@ mpirpc::future<int> hop(int left, int depth) {
   return mpirpc::rpc_async(g_rank == 1 ? 2 : 1, hop, left - 1, depth + 1);
 }
 
+/// W7: a visit counts itself here; one sent with `forward` set sends one more visit, without
+/// it, to a rank that `seed` picks among the others.
+std::atomic<long> g_visits{0};
+int g_ranks = 0; ///< the size of MPI_COMM_WORLD
+
+std::uint64_t next_seed(std::uint64_t seed) {
+  return seed * 6364136223846793005ull + 1442695040888963407ull;
+}
+int other_rank(std::uint64_t seed) {
+  return (g_rank + 1 + static_cast<int>((seed >> 33) % static_cast<std::uint64_t>(g_ranks - 1))) %
+         g_ranks;
+}
+
+void visit(std::uint64_t seed, bool forward) {
+  g_visits.fetch_add(1, std::memory_order_relaxed);
+  if (forward) {
+    const std::uint64_t next = next_seed(seed);
+    mpirpc::rpc_ff(other_rank(next), visit, next, false);
+  }
+}
+
+/// W7 with request/reply: a call that counts itself and returns 0, or, forwarding (an
+/// async-execution function), returns 1 + what its own call to another rank returns.
+int visit_leaf(std::uint64_t) {
+  g_visits.fetch_add(1, std::memory_order_relaxed);
+  return 0;
+}
+mpirpc::future<int> visit_forward(std::uint64_t seed) {
+  g_visits.fetch_add(1, std::memory_order_relaxed);
+  const std::uint64_t next = next_seed(seed);
+  return mpirpc::rpc_async(other_rank(next), visit_leaf, next).then([](mpirpc::future<int> f) {
+    return f.value() + 1;
+  });
+}
+
 } // namespace
 
+MPIRPC_REGISTER(visit);
+MPIRPC_REGISTER(visit_leaf);
+MPIRPC_REGISTER(visit_forward);
 MPIRPC_REGISTER(noop);
 MPIRPC_REGISTER(echo);
 MPIRPC_REGISTER(ff_noop);
@@ -114,7 +154,7 @@ constexpr int chain_depth = 64;  // W6
 
 /// Rank counts of the workloads (BENCH_SPEC.md).
 const std::map<std::string, int> k_ranks = {{"W0", 4}, {"W1", 2}, {"W2", 2}, {"W3", 2},
-                                            {"W4", 3}, {"W5", 4}, {"W6", 3}};
+                                            {"W4", 3}, {"W5", 4}, {"W6", 3}, {"W7", 4}};
 
 struct config {
   std::string workload;
@@ -662,6 +702,75 @@ void rpc_w6(const config& cfg) {
   print_chain(cfg, samples);
 }
 
+/// The sum of `value` over all ranks, on every rank.
+long sum_over_ranks(long value) {
+  long total = 0;
+  MPI_Request request;
+  MPI_Iallreduce(&value, &total, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD, &request);
+  wait_idle(request);
+  return total;
+}
+
+/// One round of W7 on every rank: `calls` calls from each rank to random other ranks, every
+/// other one forwarded once more, then barrier(). Returns the visits handled on all ranks and
+/// the slowest rank's time from the common start to the barrier's return.
+struct w7_round {
+  long visits = 0;
+  double seconds = 0;
+};
+w7_round rpc_w7_round(long calls, bool request_reply, std::uint64_t seed) {
+  g_visits.store(0);
+  idle_barrier(); // every rank has reset its count before any rank calls
+  const auto start = clock_type::now();
+  if (request_reply) {
+    std::vector<mpirpc::future<int>> results;
+    results.reserve(static_cast<std::size_t>(calls));
+    for (long i = 0; i < calls; ++i) {
+      seed = next_seed(seed);
+      results.push_back(i % 2 == 0 ? mpirpc::rpc_async(other_rank(seed), visit_forward, seed)
+                                   : mpirpc::rpc_async(other_rank(seed), visit_leaf, seed));
+    }
+    long forwarded = 0;
+    for (auto& r : results)
+      forwarded += r.wait();
+    check(forwarded == (calls + 1) / 2, "forwarded calls' results");
+  } else {
+    for (long i = 0; i < calls; ++i) {
+      seed = next_seed(seed);
+      mpirpc::rpc_ff(other_rank(seed), visit, seed, i % 2 == 0);
+    }
+  }
+  mpirpc::barrier();
+  const double elapsed = seconds_since(start);
+  w7_round r;
+  r.visits = sum_over_ranks(g_visits.load());
+  r.seconds = max_over_ranks(elapsed);
+  return r;
+}
+
+/// W7: every rank sends one-way calls to random other ranks, whose handlers forward every
+/// other one once more, then barrier(); then the same with rpc_async and every future
+/// collected. Figure: calls handled on all ranks per second of the slowest rank.
+void rpc_w7(const config& cfg) {
+  const long warmup = cfg.count(10000), calls = cfg.count(100000);
+  const std::uint64_t seed = 0x9e3779b97f4a7c15ull * static_cast<std::uint64_t>(g_rank + 1);
+  const long expected = static_cast<long>(cfg.ranks) * (calls + (calls + 1) / 2);
+  for (const bool request_reply : {false, true}) {
+    const char* variant = request_reply ? "request_reply" : "one_way";
+    note(cfg.workload, "/mpirpc ", variant, ": ", warmup, " warm-up + ", calls,
+         " timed calls per rank, half of them forwarded once, then barrier()");
+    rpc_w7_round(warmup, request_reply, seed);
+    const w7_round timed = rpc_w7_round(calls, request_reply, next_seed(seed));
+    check(g_rank != 0 || timed.visits == expected, "calls handled before barrier() returned");
+    json_line(cfg)
+        .add("variant", std::string(variant))
+        .add("calls_per_rank", calls)
+        .add("messages", timed.visits)
+        .add("messages_per_s", static_cast<double>(timed.visits) / timed.seconds, 0)
+        .print();
+  }
+}
+
 void run_mpirpc(const config& cfg) {
   mpirpc::options opts;
   if (cfg.workload == "W6") opts.num_worker_threads = 1;
@@ -673,6 +782,7 @@ void run_mpirpc(const config& cfg) {
   if (cfg.workload == "W4") rpc_w4(cfg);
   if (cfg.workload == "W5") rpc_w5(cfg);
   if (cfg.workload == "W6") rpc_w6(cfg);
+  if (cfg.workload == "W7") rpc_w7(cfg);
   // Every rank's timed work is done before the (collective) shutdown starts; the runtime
   // keeps serving requests while a rank waits here. Ranks that only serve wait for worker0's
   // word with plain sleeps: a pending non-blocking barrier would add Open MPI's collective
@@ -709,9 +819,9 @@ void run_mpi(const config& cfg) {
 
 void usage(std::FILE* out) {
   std::fprintf(out,
-               "usage: mpiexec -n P mpirpc_bench --workload W0..W6 --system mpi|mpirpc [--quick]\n"
-               "  P per workload: W0 4, W1 2, W2 2, W3 2, W4 3, W5 4, W6 3.\n"
-               "  --system mpi exists for all but W0. --quick cuts iteration counts "
+               "usage: mpiexec -n P mpirpc_bench --workload W0..W7 --system mpi|mpirpc [--quick]\n"
+               "  P per workload: W0 4, W1 2, W2 2, W3 2, W4 3, W5 4, W6 3, W7 4.\n"
+               "  --system mpi exists for all but W0 and W7. --quick cuts iteration counts "
                "about tenfold.\n");
 }
 
@@ -727,10 +837,13 @@ std::string parse(int argc, char** argv, config& cfg) {
       return "unknown or incomplete argument '" + arg + "'";
     }
   }
-  if (k_ranks.count(cfg.workload) == 0) return "--workload must be one of W0..W6";
+  if (k_ranks.count(cfg.workload) == 0) return "--workload must be one of W0..W7";
   if (cfg.system != "mpi" && cfg.system != "mpirpc") return "--system must be mpi or mpirpc";
   if (cfg.system == "mpi" && cfg.workload == "W0") {
     return "workload W0 has no raw-MPI mode (it measures the runtime's idle cost)";
+  }
+  if (cfg.system == "mpi" && cfg.workload == "W7") {
+    return "workload W7 has no raw-MPI mode (it needs barrier()'s quiescence detection)";
   }
   return {};
 }
@@ -760,6 +873,7 @@ int main(int argc, char** argv) {
   MPI_Init_thread(&argc, &argv, wanted, &provided);
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &cfg.ranks);
+  g_ranks = cfg.ranks;
   const int needed = k_ranks.at(cfg.workload);
   if (cfg.ranks != needed || provided < wanted) {
     if (g_rank == 0) {

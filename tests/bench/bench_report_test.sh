@@ -48,7 +48,9 @@ W3 echo 1 MiB: round trip, bandwidth\tyes
 W3 echo 16 MiB: round trip, bandwidth\tno
 W4 nested async call, 3 ranks, median\tyes
 W5 3 → 1 calls/s, 4 ranks\tyes
-W6 chain of depth 64, 1 server thread, 3 ranks\tno'
+W6 chain of depth 64, 1 server thread, 3 ranks\tno
+W7 4 ranks, random one-way calls, half forwarded, then barrier(): calls/s\t—
+W7 the same with rpc_async, futures collected: calls/s\t—'
 if ! diff <(echo "$expected") <(verdicts "$work/table.md") > "$work/verdicts.diff"; then
   fail "rows or verdicts differ from the fixture's (< expected, > written):"
   cat "$work/verdicts.diff" >&2
@@ -63,6 +65,10 @@ grep -qx 'Bars: 7 hold, 3 do not, 0 not measured.' "$work/table.md" ||
 [ "$(cell "$work/table.md" 2 'W4 ')" = "2.40 µs" ] || fail "raw W4 is not shown as 2.40 µs"
 [ "$(cell "$work/table.md" 2 'W6 ')" = "192 µs, 3.00 µs a hop" ] || fail "raw W6 is not 192 µs, 3.00 µs a hop"
 [ "$(cell "$work/table.md" 4 'W3 echo 16 MiB')" = "0.60× bandwidth" ] || fail "W3 16 MiB ratio is not 0.60×"
+# W7 has no raw version: its ratios are to raw W2 (4.77 M/s).
+[ "$(cell "$work/table.md" 3 'W7 4 ranks')" = "9.54 M/s" ] || fail "W7 one-way is not 9.54 M/s"
+[ "$(cell "$work/table.md" 4 'W7 4 ranks')" = "2.00× raw W2" ] || fail "W7 one-way ratio is not 2.00× raw W2"
+[ "$(cell "$work/table.md" 4 'W7 the same')" = "0.50× raw W2" ] || fail "W7 request/reply ratio is not 0.50× raw W2"
 if [ ! -s "$work/w3.png" ]; then
   fail "no plot, or an empty one, at $work/w3.png"
 elif [ "$(head -c 8 "$work/w3.png" | od -An -tx1 | tr -d ' \n')" != 89504e470d0a1a0a ]; then
