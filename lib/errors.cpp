@@ -66,6 +66,9 @@ exception_description describe_exception(std::exception_ptr e) noexcept {
     } catch (const argument_error& a) {
       d.code = wire::error_code::serialization;
       d.message = a.what();
+    } catch (const unknown_rref_function_error& u) {
+      d.code = wire::error_code::unknown_function;
+      d.message = u.what();
     } catch (const std::exception& x) {
       d.message = x.what();
     } catch (const char* s) {

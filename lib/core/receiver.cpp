@@ -32,6 +32,11 @@ std::exception_ptr receiver::decode_error_reply(const char* payload, std::size_t
   case wire::error_code::remote_exception:
     return std::make_exception_ptr(remote_error(origin, type, message));
   case wire::error_code::unknown_function:
+    // The callee's own words when it had more to say than that (remote references: which
+    // object was not created, and why); else the caller names the function it called.
+    if (message != wire::unknown_function_text) {
+      return std::make_exception_ptr(unknown_function_error(message));
+    }
     return std::make_exception_ptr(unknown_function_error(
         "mpirpc: " + callee + " has no function registered as '" + fn + "' (it is registered on " +
         _p.identity.self().name + "; the ranks' registries differ)"));
@@ -119,6 +124,10 @@ void receiver::handle_request(incoming& message, const wire::header& h, bool slo
   const bool one_way = (h.flags & wire::request_one_way) != 0;
   const function_entry* fn = registry::instance().by_id(h.function_id);
   if (!fn) {
+    if ((h.flags & wire::request_rref_flags) && !one_way && _flagged) {
+      refuse_unknown_flagged(message, h);
+      return;
+    }
     segment_stream(_p.net, message, h, &_p.diag).drain();
     if (one_way) {
       _p.counters.one_way_run.fetch_add(1, std::memory_order_relaxed);
@@ -129,7 +138,7 @@ void receiver::handle_request(incoming& message, const wire::header& h, bool slo
     }
     _p.send.send_error_reply(message.source, h.call_id, h.function_id,
                              wire::error_code::unknown_function, "mpirpc::unknown_function_error",
-                             "no such function", _p.identity.self().name);
+                             wire::unknown_function_text, _p.identity.self().name);
     return;
   }
   if (!_p.send.gate().open()) { // a non-graceful stop is under way
@@ -230,17 +239,43 @@ void receiver::refuse_arguments(int source, const wire::header& h,
   }
 }
 
-void receiver::run_request(const incoming& message, const wire::header& h,
-                           const function_entry& fn) {
-  segment_stream segments(_p.net, message, h, &_p.diag);
-  reader in(message.bytes.data() + sizeof(wire::header), static_cast<std::size_t>(h.payload_size),
-            &segments);
+reply_token receiver::token_for(const incoming& message, const wire::header& h) {
   reply_token token;
   token.source = message.source;
   token.call_id = h.call_id;
   token.function_id = h.function_id;
   token.owner = &_p.reply;
   token.one_way = (h.flags & wire::request_one_way) != 0;
+  return token;
+}
+
+void receiver::refuse_unknown_flagged(const incoming& message, const wire::header& h) {
+  segment_stream segments(_p.net, message, h, &_p.diag);
+  reader in(message.bytes.data() + sizeof(wire::header), static_cast<std::size_t>(h.payload_size),
+            &segments);
+  reply_token token = token_for(message, h);
+  try {
+    _flagged->refuse_unknown(h.flags, h.function_id, in, token);
+  } catch (const argument_error& e) {
+    segments.drain();
+    refuse_arguments(message.source, h,
+                     "the request for " + session::function_name(h.function_id) +
+                         " could not be read on " + _p.identity.self().name + ": " + e.what());
+    return;
+  } catch (...) {
+    segments.drain();
+    _p.reply.send_error(token, std::current_exception());
+    return;
+  }
+  segments.drain();
+}
+
+void receiver::run_request(const incoming& message, const wire::header& h,
+                           const function_entry& fn) {
+  segment_stream segments(_p.net, message, h, &_p.diag);
+  reader in(message.bytes.data() + sizeof(wire::header), static_cast<std::size_t>(h.payload_size),
+            &segments);
+  reply_token token = token_for(message, h);
   if (token.one_way) _p.counters.one_way_run.fetch_add(1, std::memory_order_relaxed);
   try {
     if ((h.flags & wire::request_rref_flags) || fn.service) {

@@ -30,6 +30,11 @@ class flagged_request_handler {
 public:
   virtual void serve(std::uint16_t flags, const function_entry& fn, reader& in,
                      reply_token& token) = 0;
+  /// Answers a flagged request whose function this worker has not registered, so that the
+  /// references it names learn of it: the object it creates fails (and later calls on it fail
+  /// at once), the weight of the object it runs on goes back.
+  virtual void refuse_unknown(std::uint16_t flags, std::uint64_t function_id, reader& in,
+                              reply_token& token) = 0;
 
 protected:
   ~flagged_request_handler() = default;
@@ -79,6 +84,10 @@ public:
 
 private:
   void handle_request(incoming& message, const wire::header& h, bool slot_held) override;
+  /// A flagged request for a function not registered here: refused by the flagged handler.
+  void refuse_unknown_flagged(const incoming& message, const wire::header& h);
+  /// The reply token of a request.
+  reply_token token_for(const incoming& message, const wire::header& h);
   void handle_reply(incoming& message, const wire::header& h) override;
   bool prefetch_deferred(incoming& message, bool count_received) noexcept override;
   /// A request whose arguments could not be received or decoded (`what`): answered with a

@@ -40,6 +40,11 @@ enum class error_code : std::uint8_t {
   malformed = 5,        ///< the request was malformed: serialization_error
 };
 
+/// The message of an unknown_function error reply that leaves the wording to the caller (it
+/// knows the function's name; the callee, lacking the function, knows only its id). Any other
+/// message is the callee's own account and is shown as it is.
+constexpr const char* unknown_function_text = "no such function";
+
 /// Request flags: the payload starts with the id and weight of the object the call creates
 /// (request_creates_rref), then the id of the object it runs on and the weight the call
 /// carries (request_on_rref). Same values as rpc.hpp's on_rref / creates_rref.

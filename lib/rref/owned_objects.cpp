@@ -257,6 +257,43 @@ void rref_table::serve(std::uint16_t flags, const function_entry& fn, reader& in
   });
 }
 
+void rref_table::refuse_unknown(std::uint16_t flags, std::uint64_t function_id, reader& in,
+                                reply_token& token) {
+  wire::request_prefix prefix;
+  try {
+    prefix = wire::read_request_prefix(in, flags);
+  } catch (...) {
+    rethrow_argument_error();
+  }
+  const std::string missing = "no function with id " + session::function_name(function_id) +
+                              " is registered on " + _session.self().name +
+                              " (the ranks' registries differ)";
+  // The weight the call carries goes back at once: it ran on nothing.
+  if (flags & on_rref) release_owned(prefix.self_id, prefix.self_weight);
+  if (!(flags & creates_rref)) {
+    throw unknown_rref_function_error("mpirpc: a call through rref " +
+                                      rref_id_text(prefix.self_id) + " failed: " + missing);
+  }
+  // The object that was to be made exists, failed, with the creation's weight: calls on it
+  // fail at once (fetches that came first included), and its references release it as usual.
+  std::shared_ptr<owned_object> created;
+  {
+    std::lock_guard<std::mutex> lock(_mutex);
+    created = object(prefix.new_id);
+    if (created->registered) {
+      throw argument_error("rref " + rref_id_text(prefix.new_id) +
+                           " is created twice (forged or repeated request)");
+    }
+    created->registered = true;
+    created->weight += static_cast<std::int64_t>(prefix.new_weight);
+  }
+  const auto failure = std::make_exception_ptr(
+      unknown_rref_function_error("mpirpc: the object of rref " + rref_id_text(prefix.new_id) +
+                                  " was never created: " + missing));
+  created->set_error(failure);
+  send_reply_error(token, failure);
+}
+
 void rref_table::serve_fetch(reader& in, reply_token& token) {
   std::uint64_t id = 0;
   std::uint64_t weight = 0;

@@ -96,10 +96,6 @@ void rref_table::track_creation(const std::shared_ptr<rref_record>& r, future<vo
     try {
       done.value();
       record->confirmed = true;
-    } catch (const unknown_function_error&) {
-      // Refused before the owner's rref layer saw it: no weight was registered there.
-      std::lock_guard<std::mutex> lock(record->table->_mutex);
-      record->holds_weight = false;
     } catch (const timeout_error&) {
     } catch (...) {
       record->confirmed = true; // the owner answered: it knows the object (and its error)

@@ -90,6 +90,10 @@ public:
   /// protocol's own functions (fetch, release, replenish).
   void serve(std::uint16_t flags, const function_entry& fn, reader& in,
              reply_token& token) override;
+  /// Refuses a flagged request for a function not registered here: the object it creates
+  /// fails with unknown_function_error, the weight of the one it runs on goes back.
+  void refuse_unknown(std::uint16_t flags, std::uint64_t function_id, reader& in,
+                      reply_token& token) override;
   void serve_fetch(reader& in, reply_token& token);
   void serve_release(reader& in, reply_token& token);
   void serve_replenish(reader& in, reply_token& token);

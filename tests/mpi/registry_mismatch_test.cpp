@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
 // Ranks whose registries differ: rank 0 registers a function at run time that the other ranks
-// lack. Start-up warns; calling it on a rank that lacks it fails with unknown_function_error.
+// lack. Start-up warns; calling it on a rank that lacks it fails with unknown_function_error,
+// and so does a remote reference to what it was to create.
 // Its own executable, because the extra registration stays in this process's registry.
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -19,6 +21,9 @@ int add(int a, int b) {
 int only_on_rank0(int x) {
   return x * 3;
 }
+int read_ref(mpirpc::rref<int> ref) {
+  return ref.to_here();
+}
 int late_function(int x) {
   return x;
 }
@@ -30,6 +35,7 @@ std::string worker(int rank) {
 } // namespace
 
 MPIRPC_REGISTER(add);
+MPIRPC_REGISTER(read_ref);
 
 TEST_CASE("a function registered on rank 0 only fails elsewhere with unknown_function_error",
           "[registry]") {
@@ -70,6 +76,30 @@ TEST_CASE("a function registered on rank 0 only fails elsewhere with unknown_fun
     CHECK_THROWS_AS(mpirpc::rpc_sync(0, only_on_rank0, 5), mpirpc::unknown_function_error);
     CHECK_THROWS_WITH(mpirpc::rpc_async(0, only_on_rank0, 5), Catch::Contains("MPIRPC_REGISTER"));
   }
+  // remote() of it: the owner lacks the function, so the reference fails at once, right after
+  // remote() as later, with unknown_function_error (not after the call's timeout), and the
+  // failed object goes away with its references.
+  if (rank == 0) {
+    for (int r = 1; r < size; ++r) {
+      mpirpc::rref<int> ref = mpirpc::remote(r, only_on_rank0, 7);
+      const auto start = std::chrono::steady_clock::now();
+      try {
+        ref.to_here(std::chrono::seconds(20));
+        FAIL("to_here() of an object that was never created returned");
+      } catch (const mpirpc::unknown_function_error& e) {
+        CHECK_THAT(e.what(), Catch::Contains(worker(r)) && Catch::Contains("never created"));
+      }
+      CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
+      CHECK_THROWS_AS(ref.to_here(), mpirpc::unknown_function_error);
+      // Passed at once to its owner, where to_here() reads the failed object itself.
+      mpirpc::rref<int> again = mpirpc::remote(r, only_on_rank0, 8);
+      CHECK_THROWS_AS(mpirpc::rpc_sync(r, read_ref, again), mpirpc::unknown_function_error);
+    }
+  }
+  mpirpc::barrier(); // every reference is gone on rank 0, its releases handled by the owners
+  CHECK(mpirpc::stats().rref_owned_objects == 0);
+  CHECK(mpirpc::stats().rref_references == 0);
+
   // Functions every rank has still work, in every direction.
   for (int r = 0; r < size; ++r)
     CHECK(mpirpc::rpc_sync(r, add, rank, r) == rank + r);
