@@ -75,6 +75,17 @@ struct options {
   /// at once and may exceed the limit, since waiting there would hold the threads that serve
   /// and receive the calls the window waits for. Zero: no limit.
   int max_outstanding_calls = 1024;
+  /// Flow control of one-way calls (rpc_ff), by bytes: the most bytes of one-way calls (their
+  /// messages, large arguments included) this worker may have sent to any one worker that
+  /// have not yet started there. A call beyond it waits in rpc_ff until earlier ones start;
+  /// the receiver thus keeps at most about 1.25 × this much of one sender's one-way calls
+  /// queued (the sender learns of their start in steps of a quarter of it), whatever the
+  /// flood. The sender learns it from a small request of the runtime's own
+  /// (`mpirpc::one_way_mark`) sent after every quarter of the limit, answered once the calls
+  /// before it have started. Only application threads wait, as for max_outstanding_calls;
+  /// one that waits the whole rpc_timeout throws timeout_error without sending the call.
+  /// Stopping (shutdown) opens the window. Zero: no limit.
+  std::size_t max_one_way_bytes = std::size_t(4) << 20;
   /// Memory this process may keep, between calls, for the storage of large vectors of
   /// trivially copyable elements that mpirpc is done with: a handler's result once its reply
   /// has left, an argument the handler did not take, and an argument passed as an rvalue
@@ -97,7 +108,9 @@ struct runtime_stats {
   std::uint64_t rref_owned_objects = 0; ///< objects this worker owns that references keep alive
   std::uint64_t rref_references = 0;    ///< rref records alive on this worker (any owner)
   std::uint64_t one_way_sent = 0;       ///< rpc_ff calls this worker sent
-  std::uint64_t one_way_run = 0;        ///< rpc_ff calls this worker ran (or tried to)
+  /// rpc_ff calls that waited for earlier ones to start (options::max_one_way_bytes)
+  std::uint64_t one_way_delayed = 0;
+  std::uint64_t one_way_run = 0; ///< rpc_ff calls this worker ran (or tried to)
   /// rpc_ff calls to this worker that failed here: the function threw, its arguments could not
   /// be decoded, it is not registered, or the worker was stopping. Each is logged on stderr.
   std::uint64_t one_way_failed = 0;

@@ -8,11 +8,32 @@
 #include <mpirpc/detail/future_state.hpp>
 #include <mpirpc/errors.hpp>
 
+#include "core/one_way_window.hpp"
 #include "errors_internal.hpp"
 
 namespace mpirpc::detail {
 
 std::atomic<late_reply_hook> g_late_reply_hook{nullptr};
+
+namespace {
+
+/// one_way_window's marker function, identified by its address (never called).
+void one_way_mark() {}
+
+/// Serves a marker: an empty reply, sent when its turn comes, that is once the one-way calls
+/// its sender sent before it have started here.
+void serve_one_way_mark(raw_function, reader&, reply_token& token) {
+  send_reply_value(token, nullptr, nullptr);
+}
+
+/// Registered on every rank alike: the receiver is always linked.
+const bool one_way_mark_registered = [] {
+  registry::instance().add(one_way_window::marker_name, &one_way_mark, &serve_one_way_mark,
+                           nullptr);
+  return true;
+}();
+
+} // namespace
 
 receiver::receiver(const parts& p)
     : _p(p), _in_order(p.identity.size(), *this, p.net, p.serve, p.send, p.outboxes, p.identity,

@@ -21,7 +21,16 @@ sender::sender(transport& t, message_counter& messages, outbox_set& outboxes,
                pending_calls& pending, const session& s, statistics& counters, sender_hooks& hooks,
                limits l)
     : _transport(t), _messages(messages), _outboxes(outboxes), _pending(pending), _session(s),
-      _counters(counters), _hooks(hooks), _limits(l) {}
+      _counters(counters), _hooks(hooks), _limits(l), _one_way(s.size(), l.max_one_way_bytes) {}
+
+clock::time_point sender::deadline_of(clock::time_point start, double timeout_s) noexcept {
+  // A timeout too large for the clock (or infinite) means none.
+  constexpr double max_timeout_s = 1e9; // about 31 years
+  return timeout_s > 0 && timeout_s < max_timeout_s
+             ? start + std::chrono::duration_cast<clock::duration>(
+                           std::chrono::duration<double>(timeout_s))
+             : clock::time_point::max();
+}
 
 void sender::send_message(int dest, int tag, std::vector<char>& buffer, wire::kind kind,
                           std::uint64_t call_id, std::uint64_t function_id,
@@ -109,12 +118,7 @@ bool sender::send_request(int dest, const function_entry& fn, std::uint16_t flag
   call.function_id = entry->id;
   call.dest = dest;
   call.start = clock::now();
-  // A timeout too large for the clock (or infinite) means none.
-  constexpr double max_timeout_s = 1e9; // about 31 years
-  call.deadline = timeout_s > 0 && timeout_s < max_timeout_s
-                      ? call.start + std::chrono::duration_cast<clock::duration>(
-                                         std::chrono::duration<double>(timeout_s))
-                      : clock::time_point::max();
+  call.deadline = deadline_of(call.start, timeout_s);
   // Flow control, for application threads only. A handler or a progress-path continuation must
   // not block the threads that serve and receive the calls the window waits for (a chain of
   // async-execution calls deeper than the window would hold them for good), so its calls
@@ -178,14 +182,97 @@ bool sender::in_burst(int dest, clock::time_point at) noexcept {
 }
 
 void sender::send_one_way(int dest, const function_entry& fn, request_buffers& request) {
-  const admission_gate::pass admitted(_gate);
-  if (!admitted) {
-    throw shutdown_error("mpirpc: the RPC runtime has shut down; no further calls can be made");
+  std::uint64_t bytes = 0;
+  if (_one_way.enabled()) {
+    bytes = request.payload.size();
+    for (const segment& s : request.segments)
+      bytes += s.bytes;
+    // As for max_outstanding_calls, only application threads wait (see send_request).
+    if (!_one_way.has_room(dest) && !in_progress_callback() && !this_thread().on_engine_thread) {
+      wait_for_one_way_room(dest);
+    }
   }
-  note_call(clock::now());
-  send_message(dest, wire::tag_request, request.payload, wire::kind::request, 0, fn.id,
-               request.segments, wire::request_one_way);
+  {
+    const admission_gate::pass admitted(_gate);
+    if (!admitted) {
+      throw shutdown_error("mpirpc: the RPC runtime has shut down; no further calls can be made");
+    }
+    note_call(clock::now());
+    send_message(dest, wire::tag_request, request.payload, wire::kind::request, 0, fn.id,
+                 request.segments, wire::request_one_way);
+  }
   _counters.one_way_sent.fetch_add(1, std::memory_order_relaxed);
+  if (bytes > 0) {
+    if (const std::uint64_t covered = _one_way.sent(dest, bytes))
+      send_one_way_marker(dest, covered);
+  }
+}
+
+void sender::wait_for_one_way_room(int dest) {
+  _counters.one_way_delayed.fetch_add(1, std::memory_order_relaxed);
+  _outboxes.flush(dest); // the marker that would open the window may still be in the batch
+  // As long as a call may wait for its reply (options::rpc_timeout).
+  const auto start = clock::now();
+  const auto deadline = deadline_of(start, _limits.default_timeout_s);
+  constexpr auto recheck = std::chrono::milliseconds(1); // also bounds a missed wake-up
+  for (;;) {
+    if (!_gate.open()) {
+      throw shutdown_error("mpirpc: the RPC runtime is shutting down; the call was not sent");
+    }
+    if (_one_way.has_room(dest)) return;
+    const auto now = clock::now();
+    if (now >= deadline) {
+      const double elapsed = std::chrono::duration<double>(now - start).count();
+      char text[64];
+      std::snprintf(text, sizeof text, "%.3f s", elapsed);
+      throw timeout_error("mpirpc: a one-way call to " + _session.name_of(dest) +
+                          " was not sent: for " + text + ", " +
+                          std::to_string(_one_way.in_flight(dest)) +
+                          " bytes of earlier one-way calls to it had not started there "
+                          "(options::max_one_way_bytes = " +
+                          std::to_string(_one_way.limit()) + ")");
+    }
+    _one_way.wait_for_room(dest, std::min(deadline, now + recheck));
+  }
+}
+
+void sender::send_one_way_marker(int dest, std::uint64_t bytes) noexcept {
+  const std::uint64_t marker = one_way_window::marker_id();
+  std::uint64_t id = 0;
+  bool reserved = false;
+  bool inserted = false;
+  try {
+    std::vector<char> buffer(sizeof(wire::header));
+    pending_call call;
+    call.function_id = marker;
+    call.dest = dest;
+    call.start = clock::now();
+    // No timeout: the window opens when the calls start there, not when a clock says so (a
+    // stuck receiver keeps it shut: the waiting rpc_ff times out instead). stop() fails it.
+    call.deadline = clock::time_point::max();
+    call.sink = _one_way.marker_sink(dest, bytes);
+    const admission_gate::pass admitted(_gate);
+    if (!admitted) {
+      _one_way.acknowledged(dest, bytes);
+      return;
+    }
+    reserved = _pending.try_reserve(dest, 0); // never waits: it is what opens the window
+    id = _pending.insert(std::move(call));
+    inserted = true;
+    send_message(dest, wire::tag_request, buffer, wire::kind::request, id, marker, {}, 0,
+                 clock::time_point{});
+    _hooks.call_sent();
+  } catch (const std::exception& e) {
+    // Not sent: its bytes are acknowledged, so that the window does not stay shut (by its
+    // sink if a timeout or a stop took the pending call first).
+    if (!inserted) {
+      if (reserved) _pending.unreserve(dest);
+      _one_way.acknowledged(dest, bytes);
+    } else if (_pending.take(id)) {
+      _one_way.acknowledged(dest, bytes);
+    }
+    _session.log(std::string("could not send a one-way window marker: ") + e.what());
+  }
 }
 
 void sender::send_error_reply(int dest, std::uint64_t call_id, std::uint64_t function_id,

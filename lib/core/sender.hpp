@@ -12,6 +12,7 @@
 
 #include "core/admission.hpp"
 #include "core/message_counter.hpp"
+#include "core/one_way_window.hpp"
 #include "core/outbox_set.hpp"
 #include "core/pending_calls.hpp"
 #include "core/registry.hpp"
@@ -52,8 +53,9 @@ protected:
 class sender {
 public:
   struct limits {
-    int max_outstanding = 0;      ///< per destination; zero: no limit
-    double default_timeout_s = 0; ///< options::rpc_timeout; zero: none
+    int max_outstanding = 0;             ///< per destination; zero: no limit
+    double default_timeout_s = 0;        ///< options::rpc_timeout; zero: none
+    std::uint64_t max_one_way_bytes = 0; ///< per destination; zero: no limit
   };
   sender(transport& t, message_counter& messages, outbox_set& outboxes, pending_calls& pending,
          const session& s, statistics& counters, sender_hooks& hooks, limits l);
@@ -75,7 +77,9 @@ public:
   bool send_request(int dest, const function_entry& fn, std::uint16_t flags,
                     request_buffers& request, std::shared_ptr<reply_sink> sink, double timeout_s);
   /// Sends a one-way request (rpc_ff): batched with this rank's other messages to `dest`, in
-  /// the order of the calls.
+  /// the order of the calls. An application thread first waits while max_one_way_bytes of
+  /// earlier one-way calls to `dest` have not started there (one_way_window); throws
+  /// timeout_error if that lasts the default timeout, shutdown_error once the gate is closed.
   void send_one_way(int dest, const function_entry& fn, request_buffers& request);
   /// Sends an error reply; a failure is logged.
   void send_error_reply(int dest, std::uint64_t call_id, std::uint64_t function_id,
@@ -97,6 +101,13 @@ public:
 
 private:
   bool wait_for_room(int dest, std::chrono::steady_clock::time_point deadline);
+  /// Waits until one_way_window has room for `dest` (an application thread's one-way call).
+  void wait_for_one_way_room(int dest);
+  /// Sends a marker covering `bytes` of one-way calls to `dest` (one_way_window); never waits.
+  void send_one_way_marker(int dest, std::uint64_t bytes) noexcept;
+  /// The deadline of a call that starts at `start` with `timeout_s` (max(): none).
+  static std::chrono::steady_clock::time_point
+  deadline_of(std::chrono::steady_clock::time_point start, double timeout_s) noexcept;
   bool in_burst(int dest, std::chrono::steady_clock::time_point now) noexcept;
   void note_call(std::chrono::steady_clock::time_point now) noexcept;
 
@@ -109,6 +120,7 @@ private:
   sender_hooks& _hooks;
   const limits _limits;
   admission_gate _gate;
+  one_way_window _one_way;
   std::atomic<std::int64_t> _last_call_ns{0};
   std::atomic<std::int64_t> _last_user_call_ns{0};
 };

@@ -24,6 +24,7 @@ struct statistics {
   std::atomic<std::uint64_t> malformed{0};
   std::atomic<std::uint64_t> timeouts{0};
   std::atomic<std::uint64_t> calls_delayed{0};
+  std::atomic<std::uint64_t> one_way_delayed{0};
   std::atomic<std::uint64_t> one_way_sent{0};
   std::atomic<std::uint64_t> one_way_run{0};
   std::atomic<std::uint64_t> one_way_failed{0};
@@ -40,6 +41,7 @@ struct statistics {
     s.malformed_messages = malformed.load();
     s.timeouts = timeouts.load();
     s.calls_delayed = calls_delayed.load();
+    s.one_way_delayed = one_way_delayed.load();
     s.one_way_sent = one_way_sent.load();
     s.one_way_run = one_way_run.load();
     s.one_way_failed = one_way_failed.load();
