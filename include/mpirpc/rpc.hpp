@@ -84,7 +84,11 @@ template <class Fn, class... Args> auto rpc_async(const destination& to, Fn fn, 
 /// asynchronous part of a function that returns a future (a future that never completes holds
 /// it up: use shutdown(true, timeout)). A non-graceful one drops what was not yet sent (the
 /// sender logs how many) or run (the callee logs each); calls still in transit are lost.
-/// There is no flow control for one-way calls and no timeout argument (nothing waits).
+/// Flow control, by bytes (options::max_one_way_bytes, 4 MiB per destination by default): an
+/// application thread waits here while that much of its rank's earlier one-way calls to `to`
+/// have not yet started there, and throws timeout_error (the call not sent) after
+/// options::rpc_timeout; a handler or a progress-path continuation never waits. There is no
+/// timeout argument. To wait until every call anywhere has run, use barrier().
 template <class Fn, class... Args> void rpc_ff(const destination& to, Fn fn, Args&&... args) {
   static_assert(detail::function_traits<Fn>::is_function,
                 "mpirpc: the function argument must be a registered free function or static "
