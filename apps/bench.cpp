@@ -799,11 +799,13 @@ void run_mpirpc(const config& cfg) {
   const mpirpc::runtime_stats st = mpirpc::stats();
   std::fprintf(stderr,
                "mpirpc_bench: rank %d: %llu requests sent, %llu served, %llu batches carried %llu "
-               "calls and replies\n",
+               "calls and replies; %llu calls and %llu one-way calls waited for room\n",
                g_rank, static_cast<unsigned long long>(st.requests_sent + st.one_way_sent),
                static_cast<unsigned long long>(st.requests_served),
                static_cast<unsigned long long>(st.batches_sent),
-               static_cast<unsigned long long>(st.messages_batched));
+               static_cast<unsigned long long>(st.messages_batched),
+               static_cast<unsigned long long>(st.calls_delayed),
+               static_cast<unsigned long long>(st.one_way_delayed));
   rt.shutdown();
 }
 

@@ -68,10 +68,12 @@ engine::engine(const options& opts, std::unique_ptr<transport> t, std::vector<wo
       _transport(std::move(t)), _session(std::move(workers), _transport->rank()),
       _spin_window(spin_allowed ? spin_window : std::chrono::microseconds(0)),
       _oversubscribed(oversubscribed), _pending(_session.size()),
-      _outboxes(_session.size(), *this, _pending, _session, _stats),
+      _one_way(_session.size(), opts.max_one_way_bytes),
+      _outboxes(_session.size(), *this, _pending, _session, _stats, &_one_way),
       _sender(*_transport, _messages, _outboxes, _pending, _session, _stats, *this,
               sender::limits{opts.max_outstanding_calls, opts.rpc_timeout.count(),
-                             opts.max_one_way_bytes}),
+                             opts.max_one_way_bytes},
+              _one_way),
       _replies(_sender, _session, _diagnostics, lending),
       _server(opts.num_worker_threads, *this, _session),
       _receiver(receiver::parts{*_transport, _session, _stats, _diagnostics, _messages, _pending,
@@ -144,6 +146,17 @@ void engine::thread_main() {
   }
 }
 
+namespace {
+/// A lone message of the one-way window (a marker or an acknowledgement).
+bool is_window_message(const incoming& message) noexcept {
+  if (message.tag != wire::tag_request || message.bytes.size() < sizeof(wire::header)) return false;
+  wire::header h;
+  std::memcpy(&h, message.bytes.data(), sizeof h);
+  return h.kind == static_cast<std::uint8_t>(wire::kind::request) &&
+         one_way_window::is_window_message(h.function_id);
+}
+} // namespace
+
 void engine::lead() {
   buffer_lease lease;
   incoming& message = lease.get();
@@ -161,13 +174,16 @@ void engine::lead() {
           _waiters.load(std::memory_order_relaxed) > 0 || _transport->spinning_transfers() > 0
               ? wire::tag_request
               : MPI_ANY_TAG;
-      const bool replies_expected = _pending.size() > 0 || _replies.held() > 0;
+      const bool replies_expected = _sender.replies_awaited() || _replies.held() > 0;
       got = _transport->try_receive(tag, message, replies_expected);
     } catch (const std::exception& e) {
       log(std::string("polling failed: ") + e.what());
     }
     if (got) {
-      if (message.tag == wire::tag_request) last_request = clock::now();
+      // An acknowledgement of the one-way window is bookkeeping, not traffic: it must not make
+      // this rank's poller spin (a flooding sender's rank gets nothing else).
+      const bool traffic = !is_window_message(message);
+      if (traffic && message.tag == wire::tag_request) last_request = clock::now();
       _baton.took_message();
       // Decided before another thread may poll, so that requests from one source that must
       // run in order are taken up in the order they arrived.
@@ -179,7 +195,7 @@ void engine::lead() {
         _receiver.dispatch(message);
       }
       if (!_baton.try_take()) return; // leadership moved on
-      last_activity = clock::now();
+      if (traffic) last_activity = clock::now();
       continue;
     }
     const auto now = clock::now(); // one clock read per idle poll, shared with the timeouts
@@ -203,14 +219,14 @@ void engine::lead() {
       cpu_relax(); // one pause: on recent x86 it alone takes ~100 cycles
       continue;
     }
-    view.calls_out = (_pending.size() > 0 && _waiters.load(std::memory_order_relaxed) == 0) ||
+    view.calls_out = (_sender.replies_awaited() && _waiters.load(std::memory_order_relaxed) == 0) ||
                      _replies.held() > 0;
     view.batches_out = _outboxes.any();
     view.called_lately = now - _sender.last_call() < pacing::recent_call_window;
     view.idle_poll_interval = _idle_poll_interval;
     const pacing::leader_sleep decision = pacing::leader_sleep_for(view);
     if (!_baton.sleep(
-            now, decision.sleep, decision.idle, [this] { return _pending.size() > 0; },
+            now, decision.sleep, decision.idle, [this] { return _sender.replies_awaited(); },
             _stop_threads)) {
       continue; // a call came in as it was about to sleep idle
     }

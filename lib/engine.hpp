@@ -142,6 +142,7 @@ private:
   diagnostics _diagnostics{_session, _stats};
 
   // batching (core/outbox_set)
+  one_way_window _one_way; ///< the sender's window of one-way calls, counted by the outboxes
   outbox_set _outboxes;
 
   // the send path (framing, flow control, admission), and the replies of this rank's handlers

@@ -9,8 +9,6 @@
 #include <memory>
 #include <mutex>
 
-#include <mpirpc/detail/call_state.hpp>
-
 #include "core/registry.hpp"
 
 namespace mpirpc::detail {
@@ -18,10 +16,11 @@ namespace mpirpc::detail {
 /// How many bytes of one-way calls (rpc_ff) this rank has sent to each destination that the
 /// destination has not yet started: the receiver's queued one-way data from this sender,
 /// bounded by `limit`. One-way calls have no reply, so the sender asks for one now and then:
-/// every `chunk()` bytes it sends a marker, a request of the runtime's own function
-/// `mpirpc::one_way_mark`, after the calls it covers. Requests from one sender start after the
-/// one-way calls sent before them, so the marker's reply says that all those calls have
-/// started (left the receiver's queues); then their bytes are acknowledged. An application
+/// every `chunk()` bytes that leave (counted per batch by the outbox_set, so a flood pays no
+/// atomic per call) it sends a marker, a one-way message of the runtime's own, after the
+/// calls it covers. One-way messages from one sender are taken up in order, so when the
+/// marker comes up, all those calls have started (left the receiver's queues), and the
+/// receiver acknowledges their bytes with a one-way message back. An application
 /// thread whose call finds `limit` bytes unacknowledged waits (sender::send_one_way);
 /// handlers and progress-path continuations never wait, as for max_outstanding_calls.
 /// Thread-safe; counting is lock-free, waiting uses one mutex.
@@ -36,32 +35,44 @@ public:
   /// flowing while a marker's reply travels.
   std::uint64_t chunk() const noexcept { return _chunk; }
 
-  /// Counts `bytes` of a one-way call that has been handed to the send path for `dest` (after
-  /// it, so that a marker never overtakes the calls it covers). Returns the bytes a marker
-  /// must now cover, or zero when no marker is due; the caller then sends one (or, if that
-  /// fails, acknowledges them itself).
-  std::uint64_t sent(int dest, std::uint64_t bytes) noexcept;
+  /// Counts `bytes` of one-way calls that have left for `dest` (a batch, or a call sent on
+  /// its own). Once a chunk has left since the last marker, a marker is due: the next one-way
+  /// call to `dest` sends it (take_due_marker), behind the calls it covers.
+  void sent(int dest, std::uint64_t bytes) noexcept;
+  /// The bytes a due marker to `dest` must cover, taken (zero when none is due). Whoever
+  /// takes them sends the marker or, if that fails, acknowledges them.
+  std::uint64_t take_due_marker(int dest) noexcept;
+  /// Whether a marker to `dest` is due (relaxed: a hint, checked after each one-way call).
+  bool marker_due(int dest) const noexcept {
+    return _lanes[static_cast<std::size_t>(dest)].due.load(std::memory_order_relaxed) > 0;
+  }
   /// Bytes sent to `dest` and not yet acknowledged.
   std::uint64_t in_flight(int dest) const noexcept;
   bool has_room(int dest) const noexcept { return in_flight(dest) < _limit; }
-  /// A marker's reply, or its failure (timeout, shutdown: a marker that cannot tell must not
-  /// hold the window shut): its bytes are acknowledged and waiting senders are woken.
+  /// An acknowledgement came (or a marker could not be sent, which must not hold the window
+  /// shut): `bytes` are acknowledged and waiting senders are woken.
   void acknowledged(int dest, std::uint64_t bytes) noexcept;
   /// Sleeps until `dest` may have room or `until` passes (either may be spurious).
   void wait_for_room(int dest, std::chrono::steady_clock::time_point until);
 
-  /// The sink of a marker's reply.
-  std::shared_ptr<reply_sink> marker_sink(int dest, std::uint64_t bytes);
-
-  /// The marker's function: registered on every rank alike by the receiver, which serves it
-  /// with an empty reply (core/receiver.cpp).
+  /// The window's own one-way messages, registered on every rank alike and served by the
+  /// receiver (core/receiver.cpp): a marker (`mpirpc::one_way_mark`), sent after the calls it
+  /// covers, carries their byte count; when it comes up in order at the receiver, the
+  /// receiver sends that count back in an acknowledgement (`mpirpc::one_way_ack`). Neither is
+  /// counted in a window nor in the one-way statistics.
   static constexpr const char* marker_name = "mpirpc::one_way_mark";
+  static constexpr const char* ack_name = "mpirpc::one_way_ack";
   static std::uint64_t marker_id() noexcept;
+  static std::uint64_t ack_id() noexcept;
+  static bool is_window_message(std::uint64_t function_id) noexcept {
+    return function_id == marker_id() || function_id == ack_id();
+  }
 
 private:
   struct alignas(64) lane {
     std::atomic<std::uint64_t> in_flight{0};    ///< sent, not acknowledged
-    std::atomic<std::uint64_t> since_marker{0}; ///< sent since the last marker
+    std::atomic<std::uint64_t> since_marker{0}; ///< sent, not yet covered by a marker
+    std::atomic<std::uint64_t> due{0};          ///< covered by a marker not yet sent
   };
   const std::uint64_t _limit;
   const std::uint64_t _chunk;

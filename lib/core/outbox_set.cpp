@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Batching (lib/README.md, "Queues and tables"): requests to one destination travel together in one MPI
-// message while earlier calls to it still await their replies, and so do all one-way calls
+// Batching (lib/README.md, "Queues and tables"): requests to one destination travel together in one
+// MPI message while earlier calls to it still await their replies, and so do all one-way calls
 // (rpc_ff); a lone call is never held back. The replies made while a received batch runs leave
 // as one message too.
 #include "core/outbox_set.hpp"
@@ -29,7 +29,8 @@ struct outbox_set::outbox {
   std::vector<char> bytes;          ///< batch header, then each message
   std::vector<std::uint64_t> calls; ///< call id of each request in it; 0 for a one-way call
   std::atomic<std::uint32_t> count{0};
-  clock::time_point since; ///< when its first message was added
+  clock::time_point since;         ///< when its first message was added
+  std::uint64_t one_way_bytes = 0; ///< of the one-way calls in it (one_way_window)
 };
 
 /// The replies to one source's batched requests, collected into one MPI message (a
@@ -55,8 +56,8 @@ void seal_batch(std::vector<char>& bytes, std::uint32_t count) noexcept {
 }
 
 outbox_set::outbox_set(int ranks, control_link& link, pending_calls& pending, const session& s,
-                       statistics& counters)
-    : _link(link), _pending(pending), _session(s), _counters(counters) {
+                       statistics& counters, one_way_window* one_way)
+    : _link(link), _pending(pending), _session(s), _counters(counters), _one_way(one_way) {
   for (int r = 0; r < ranks; ++r) {
     _outboxes.push_back(std::make_unique<outbox>());
     _reply_batches.push_back(std::make_unique<reply_batch>());
@@ -117,6 +118,7 @@ bool outbox_set::put(int dest, const std::vector<char>& buffer, std::uint64_t ca
       }
       box.bytes.insert(box.bytes.end(), buffer.begin(), buffer.end());
       box.calls.push_back(call_id);
+      if (call_id == 0) box.one_way_bytes += size;
       box.count.fetch_add(1, std::memory_order_release);
       if (box.bytes.size() + batch_headroom > wire::max_batch_bytes) {
         flush_locked(dest, box, failed, failure);
@@ -135,6 +137,8 @@ void outbox_set::flush_locked(int dest, outbox& box, std::vector<std::uint64_t>&
                               std::exception_ptr& failure) noexcept {
   const std::uint32_t count = box.count.load(std::memory_order_relaxed);
   if (count == 0) return;
+  if (_one_way && box.one_way_bytes > 0) _one_way->sent(dest, box.one_way_bytes);
+  box.one_way_bytes = 0;
   try {
     if (count == 1) { // a batch of one is just the message
       _link.send_control(dest, wire::tag_request, box.bytes.data() + sizeof(wire::header),
@@ -237,6 +241,7 @@ void outbox_set::drop() noexcept {
     }
     box.bytes.clear();
     box.calls.clear(); // the calls among them are failed by stop() with every pending call
+    box.one_way_bytes = 0;
     box.count.store(0, std::memory_order_release);
   }
   // Replies not sent yet are dropped like any reply made once stopping (see admission); under

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <vector>
 
+#include "core/one_way_window.hpp"
 #include "core/pending_calls.hpp"
 #include "core/session.hpp"
 #include "core/statistics.hpp"
@@ -66,8 +67,10 @@ inline constexpr std::size_t batch_headroom = 64;
 /// logged. A reply batch that cannot be sent is logged: its callers time out.
 class outbox_set {
 public:
+  /// `one_way`: where the bytes of one-way calls are counted as they leave, once per batch
+  /// (null: not counted).
   outbox_set(int ranks, control_link& link, pending_calls& pending, const session& s,
-             statistics& counters);
+             statistics& counters, one_way_window* one_way = nullptr);
   ~outbox_set();
   outbox_set(const outbox_set&) = delete;
   outbox_set& operator=(const outbox_set&) = delete;
@@ -118,6 +121,7 @@ private:
   pending_calls& _pending;
   const session& _session;
   statistics& _counters;
+  one_way_window* const _one_way;
   std::vector<std::unique_ptr<outbox>> _outboxes;           ///< by destination rank
   std::vector<std::unique_ptr<reply_batch>> _reply_batches; ///< by destination rank
   std::atomic<int> _outboxes_filled{0};                     ///< outboxes holding a batch

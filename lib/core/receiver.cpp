@@ -17,19 +17,31 @@ std::atomic<late_reply_hook> g_late_reply_hook{nullptr};
 
 namespace {
 
-/// one_way_window's marker function, identified by its address (never called).
+/// The one-way window's messages (one_way_window), identified by these addresses (never
+/// called). Their invokers take the byte count and hand it to the send path of the runtime
+/// that received them.
 void one_way_mark() {}
+void one_way_ack() {}
 
-/// Serves a marker: an empty reply, sent when its turn comes, that is once the one-way calls
-/// its sender sent before it have started here.
-void serve_one_way_mark(raw_function, reader&, reply_token& token) {
-  send_reply_value(token, nullptr, nullptr);
+std::uint64_t window_bytes(reader& in) {
+  return in.read_plain<std::uint64_t>();
+}
+sender& outgoing_of(const reply_token& token) {
+  return static_cast<replies*>(token.owner)->outgoing();
+}
+/// A marker came up in order: the calls before it have started here.
+void serve_one_way_mark(raw_function, reader& in, reply_token& token) {
+  outgoing_of(token).acknowledge_one_way(token.source, window_bytes(in));
+}
+void serve_one_way_ack(raw_function, reader& in, reply_token& token) {
+  outgoing_of(token).one_way_acknowledged(token.source, window_bytes(in));
 }
 
 /// Registered on every rank alike: the receiver is always linked.
-const bool one_way_mark_registered = [] {
-  registry::instance().add(one_way_window::marker_name, &one_way_mark, &serve_one_way_mark,
-                           nullptr);
+const bool one_way_window_registered = [] {
+  registry& r = registry::instance();
+  r.add(one_way_window::marker_name, &one_way_mark, &serve_one_way_mark, nullptr);
+  r.add(one_way_window::ack_name, &one_way_ack, &serve_one_way_ack, nullptr);
   return true;
 }();
 
@@ -297,7 +309,9 @@ void receiver::run_request(const incoming& message, const wire::header& h,
   reader in(message.bytes.data() + sizeof(wire::header), static_cast<std::size_t>(h.payload_size),
             &segments);
   reply_token token = token_for(message, h);
-  if (token.one_way) _p.counters.one_way_run.fetch_add(1, std::memory_order_relaxed);
+  if (token.one_way && !one_way_window::is_window_message(h.function_id)) {
+    _p.counters.one_way_run.fetch_add(1, std::memory_order_relaxed);
+  }
   try {
     if ((h.flags & wire::request_rref_flags) || fn.service) {
       if (!_flagged) {

@@ -42,6 +42,8 @@ public:
   /// One-way calls still running asynchronously (seq_cst): busy for quiescence, since no
   /// caller counts them.
   int held_one_way() const noexcept { return _held_one_way.load(std::memory_order_seq_cst); }
+  /// The send path the replies go through (the one-way window's messages use it too).
+  sender& outgoing() noexcept { return _sender; }
 
 private:
   sender& _sender;

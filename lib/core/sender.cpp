@@ -19,9 +19,9 @@ using clock = std::chrono::steady_clock;
 
 sender::sender(transport& t, message_counter& messages, outbox_set& outboxes,
                pending_calls& pending, const session& s, statistics& counters, sender_hooks& hooks,
-               limits l)
+               limits l, one_way_window& one_way)
     : _transport(t), _messages(messages), _outboxes(outboxes), _pending(pending), _session(s),
-      _counters(counters), _hooks(hooks), _limits(l), _one_way(s.size(), l.max_one_way_bytes) {}
+      _counters(counters), _hooks(hooks), _limits(l), _one_way(one_way) {}
 
 clock::time_point sender::deadline_of(clock::time_point start, double timeout_s) noexcept {
   // A timeout too large for the clock (or infinite) means none.
@@ -202,15 +202,36 @@ void sender::send_one_way(int dest, const function_entry& fn, request_buffers& r
                  request.segments, wire::request_one_way);
   }
   _counters.one_way_sent.fetch_add(1, std::memory_order_relaxed);
-  if (bytes > 0) {
-    if (const std::uint64_t covered = _one_way.sent(dest, bytes))
-      send_one_way_marker(dest, covered);
+  if (_one_way.enabled()) {
+    // A batched call is counted when its batch leaves (outbox_set); one sent on its own (too
+    // large for a batch, or with out-of-line buffers) is counted here.
+    if (!request.segments.empty() ||
+        request.payload.size() + sizeof(wire::header) > wire::max_batch_bytes) {
+      _one_way.sent(dest, bytes);
+    }
+    if (_one_way.marker_due(dest)) send_due_marker(dest);
+  }
+}
+
+void sender::send_due_marker(int dest) noexcept {
+  if (const std::uint64_t covered = _one_way.take_due_marker(dest)) {
+    send_one_way_marker(dest, covered);
   }
 }
 
 void sender::wait_for_one_way_room(int dest) {
   _counters.one_way_delayed.fetch_add(1, std::memory_order_relaxed);
-  _outboxes.flush(dest); // the marker that would open the window may still be in the batch
+  // What is batched leaves and is counted, then the marker due for it leaves too.
+  _outboxes.flush(dest);
+  send_due_marker(dest);
+  _outboxes.flush(dest);
+  // Acknowledgements are awaited now (replies_awaited): the leader polls for them.
+  _one_way_waiters.fetch_add(1, std::memory_order_relaxed);
+  struct leave {
+    std::atomic<int>& n;
+    ~leave() { n.fetch_sub(1, std::memory_order_relaxed); }
+  } left{_one_way_waiters};
+  _hooks.call_sent();
   // As long as a call may wait for its reply (options::rpc_timeout).
   const auto start = clock::now();
   const auto deadline = deadline_of(start, _limits.default_timeout_s);
@@ -237,42 +258,32 @@ void sender::wait_for_one_way_room(int dest) {
 }
 
 void sender::send_one_way_marker(int dest, std::uint64_t bytes) noexcept {
-  const std::uint64_t marker = one_way_window::marker_id();
-  std::uint64_t id = 0;
-  bool reserved = false;
-  bool inserted = false;
   try {
-    std::vector<char> buffer(sizeof(wire::header));
-    pending_call call;
-    call.function_id = marker;
-    call.dest = dest;
-    call.start = clock::now();
-    // No timeout: the window opens when the calls start there, not when a clock says so (a
-    // stuck receiver keeps it shut: the waiting rpc_ff times out instead). stop() fails it.
-    call.deadline = clock::time_point::max();
-    call.sink = _one_way.marker_sink(dest, bytes);
-    const admission_gate::pass admitted(_gate);
-    if (!admitted) {
-      _one_way.acknowledged(dest, bytes);
-      return;
-    }
-    reserved = _pending.try_reserve(dest, 0); // never waits: it is what opens the window
-    id = _pending.insert(std::move(call));
-    inserted = true;
-    send_message(dest, wire::tag_request, buffer, wire::kind::request, id, marker, {}, 0,
-                 clock::time_point{});
-    _hooks.call_sent();
+    send_window_message(dest, one_way_window::marker_id(), bytes);
   } catch (const std::exception& e) {
-    // Not sent: its bytes are acknowledged, so that the window does not stay shut (by its
-    // sink if a timeout or a stop took the pending call first).
-    if (!inserted) {
-      if (reserved) _pending.unreserve(dest);
-      _one_way.acknowledged(dest, bytes);
-    } else if (_pending.take(id)) {
-      _one_way.acknowledged(dest, bytes);
-    }
+    // Not sent: its bytes are acknowledged, so that the window does not stay shut.
+    _one_way.acknowledged(dest, bytes);
     _session.log(std::string("could not send a one-way window marker: ") + e.what());
   }
+}
+
+void sender::acknowledge_one_way(int source, std::uint64_t bytes) noexcept {
+  try {
+    send_window_message(source, one_way_window::ack_id(), bytes);
+  } catch (const std::exception& e) {
+    _session.log(std::string("could not acknowledge one-way calls: ") + e.what());
+  }
+}
+
+void sender::send_window_message(int dest, std::uint64_t function_id, std::uint64_t bytes) {
+  // One-way, so that it travels in the batches and in-order runs of the calls it follows; not
+  // counted in the window (it is what moves the window).
+  std::vector<char> buffer(sizeof(wire::header) + sizeof bytes);
+  std::memcpy(buffer.data() + sizeof(wire::header), &bytes, sizeof bytes);
+  const admission_gate::pass admitted(_gate);
+  if (!admitted) throw shutdown_error("mpirpc: the RPC runtime has shut down");
+  send_message(dest, wire::tag_request, buffer, wire::kind::request, 0, function_id, {},
+               wire::request_one_way);
 }
 
 void sender::send_error_reply(int dest, std::uint64_t call_id, std::uint64_t function_id,

@@ -57,8 +57,11 @@ public:
     double default_timeout_s = 0;        ///< options::rpc_timeout; zero: none
     std::uint64_t max_one_way_bytes = 0; ///< per destination; zero: no limit
   };
+  /// `one_way`: the window of one-way calls, shared with `outboxes` (which count what leaves
+  /// in batches); its limit is limits::max_one_way_bytes.
   sender(transport& t, message_counter& messages, outbox_set& outboxes, pending_calls& pending,
-         const session& s, statistics& counters, sender_hooks& hooks, limits l);
+         const session& s, statistics& counters, sender_hooks& hooks, limits l,
+         one_way_window& one_way);
 
   admission_gate& gate() noexcept { return _gate; }
 
@@ -98,13 +101,32 @@ public:
   }
   /// What this thread sends next follows a message it received: not a burst.
   static void message_received() noexcept;
+  /// Whether an answer is awaited: a call's reply, or, while a thread waits for the one-way
+  /// window, an acknowledgement (relaxed, for pacing).
+  bool replies_awaited() const noexcept {
+    return _pending.size() > 0 || _one_way_waiters.load(std::memory_order_relaxed) > 0;
+  }
+
+  // ---- the one-way window's messages (one_way_window), served by the receiver
+  /// A marker from `source` has come up in order: the one-way calls it sent before it have
+  /// started here. Answers with an acknowledgement of `bytes`, a one-way message itself.
+  void acknowledge_one_way(int source, std::uint64_t bytes) noexcept;
+  /// An acknowledgement from `source`: `bytes` of this rank's one-way calls to it started.
+  void one_way_acknowledged(int source, std::uint64_t bytes) noexcept {
+    _one_way.acknowledged(source, bytes);
+  }
 
 private:
   bool wait_for_room(int dest, std::chrono::steady_clock::time_point deadline);
   /// Waits until one_way_window has room for `dest` (an application thread's one-way call).
   void wait_for_one_way_room(int dest);
+  /// Sends the marker due to `dest`, if any (one_way_window::take_due_marker).
+  void send_due_marker(int dest) noexcept;
   /// Sends a marker covering `bytes` of one-way calls to `dest` (one_way_window); never waits.
   void send_one_way_marker(int dest, std::uint64_t bytes) noexcept;
+  /// Sends one of the window's own one-way messages (a marker or an acknowledgement),
+  /// carrying `bytes`, outside the window.
+  void send_window_message(int dest, std::uint64_t function_id, std::uint64_t bytes);
   /// The deadline of a call that starts at `start` with `timeout_s` (max(): none).
   static std::chrono::steady_clock::time_point
   deadline_of(std::chrono::steady_clock::time_point start, double timeout_s) noexcept;
@@ -120,7 +142,8 @@ private:
   sender_hooks& _hooks;
   const limits _limits;
   admission_gate _gate;
-  one_way_window _one_way;
+  one_way_window& _one_way;
+  std::atomic<int> _one_way_waiters{0}; ///< threads in wait_for_one_way_room
   std::atomic<std::int64_t> _last_call_ns{0};
   std::atomic<std::int64_t> _last_user_call_ns{0};
 };

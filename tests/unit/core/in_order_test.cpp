@@ -108,9 +108,11 @@ struct fixture {
   detail::message_counter messages;
   detail::pending_calls pending{2};
   null_link link;
-  detail::outbox_set outboxes{2, link, pending, session, counters};
+  detail::one_way_window one_way{2, 0}; // no window
+  detail::outbox_set outboxes{2, link, pending, session, counters, &one_way};
   quiet_sender_hooks sender_hooks;
-  detail::sender snd{net, messages, outboxes, pending, session, counters, sender_hooks, {}};
+  detail::sender snd{net,      messages,     outboxes, pending, session,
+                     counters, sender_hooks, {},       one_way};
   recording_receiver receiver;
   detail::server srv{2, receiver, session};
   detail::in_order_runs runs{2, receiver, net, srv, snd, outboxes, session, counters, diag};
