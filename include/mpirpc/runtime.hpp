@@ -80,11 +80,12 @@ struct options {
   /// have not yet started there. A call beyond it waits in rpc_ff until earlier ones start;
   /// the receiver thus keeps at most about 1.25 × this much of one sender's one-way calls
   /// queued (the sender learns of their start in steps of a quarter of it), whatever the
-  /// flood. The sender learns it from a small request of the runtime's own
-  /// (`mpirpc::one_way_mark`) sent after every quarter of the limit, answered once the calls
-  /// before it have started. Only application threads wait, as for max_outstanding_calls;
-  /// one that waits the whole rpc_timeout throws timeout_error without sending the call.
-  /// Stopping (shutdown) opens the window. Zero: no limit.
+  /// flood. The sender learns it from markers, small one-way messages of the runtime's own
+  /// sent behind every quarter of the limit, which the receiver acknowledges once it takes
+  /// them up (after the calls before them). Only application threads wait, as for
+  /// max_outstanding_calls; one that waits the whole rpc_timeout throws timeout_error
+  /// without sending the call.
+  /// Stopping wakes a waiting caller with shutdown_error. Zero: no limit.
   std::size_t max_one_way_bytes = std::size_t(4) << 20;
   /// Memory this process may keep, between calls, for the storage of large vectors of
   /// trivially copyable elements that mpirpc is done with: a handler's result once its reply
