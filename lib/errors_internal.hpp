@@ -19,8 +19,10 @@ public:
 
 /// Raised by the rref service on an owner that lacks the function a flagged request named (an
 /// object that was never created): sent back as an unknown_function error reply with its own
-/// text, so that the caller gets unknown_function_error. A user's unknown_function_error that
-/// escapes a handler stays a remote_error, as every exception of a handler does.
+/// text, so that the caller gets unknown_function_error; so does a handler that lets this
+/// error escape (rref::to_here() on the owner rethrows it). A user's own
+/// unknown_function_error that escapes a handler stays a remote_error, as every exception of a
+/// handler does.
 class unknown_rref_function_error : public unknown_function_error {
 public:
   using unknown_function_error::unknown_function_error;

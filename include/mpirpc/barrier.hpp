@@ -29,7 +29,9 @@ namespace mpirpc {
 ///
 /// Throws
 /// - shutdown_error: not running (before init_rpc, after shutdown), or another rank called
-///   shutdown() while this one called barrier() (then every rank of that wave throws);
+///   shutdown() while this one called barrier(): then the session ends on every rank, the
+///   ranks in barrier() throw this and those in shutdown() log the mismatch and stop without
+///   waiting for quiet;
 /// - future_error: called from a handler or a continuation on the progress path (it would
 ///   wait for itself).
 void barrier();

@@ -11,6 +11,7 @@
 
 #include <mpirpc/errors.hpp>
 
+#include "core/one_way_window.hpp"
 #include "net/segment_stream.hpp"
 
 namespace mpirpc::detail {
@@ -106,6 +107,12 @@ in_order_runs::route in_order_runs::route_received(incoming& message) {
   source_run& order = *_runs[static_cast<std::size_t>(message.source)];
   wire::header h;
   std::memcpy(&h, message.bytes.data(), sizeof h);
+  // A one-way window acknowledgement needs no order and must not wait behind a run (its
+  // sender's calls may be what the run waits for): receiver::handle_request applies it.
+  if (h.kind == static_cast<std::uint8_t>(wire::kind::request) &&
+      h.function_id == one_way_window::ack_id()) {
+    return route::dispatch;
+  }
   const bool ordered = h.kind == static_cast<std::uint8_t>(wire::kind::batch) ||
                        (h.kind == static_cast<std::uint8_t>(wire::kind::request) &&
                         (h.flags & wire::request_one_way));

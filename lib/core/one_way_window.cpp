@@ -44,7 +44,12 @@ std::uint64_t one_way_window::in_flight(int dest) const noexcept {
 }
 
 void one_way_window::acknowledged(int dest, std::uint64_t bytes) noexcept {
-  _lanes[static_cast<std::size_t>(dest)].in_flight.fetch_sub(bytes, std::memory_order_seq_cst);
+  // Never below zero, whatever a (forged or repeated) acknowledgement says.
+  std::atomic<std::uint64_t>& in_flight = _lanes[static_cast<std::size_t>(dest)].in_flight;
+  std::uint64_t now = in_flight.load(std::memory_order_relaxed);
+  while (!in_flight.compare_exchange_weak(now, now - std::min(now, bytes),
+                                          std::memory_order_seq_cst)) {
+  }
   if (_waiters.load(std::memory_order_seq_cst) > 0) {
     std::lock_guard<std::mutex> lock(_mutex);
     _room.notify_all();

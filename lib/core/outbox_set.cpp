@@ -118,7 +118,11 @@ bool outbox_set::put(int dest, const std::vector<char>& buffer, std::uint64_t ca
       }
       box.bytes.insert(box.bytes.end(), buffer.begin(), buffer.end());
       box.calls.push_back(call_id);
-      if (call_id == 0) box.one_way_bytes += size;
+      if (call_id == 0 && _one_way) {
+        wire::header h; // a one-way call; the window's own markers are not counted
+        std::memcpy(&h, buffer.data(), sizeof h);
+        if (!one_way_window::is_window_message(h.function_id)) box.one_way_bytes += size;
+      }
       box.count.fetch_add(1, std::memory_order_release);
       if (box.bytes.size() + batch_headroom > wire::max_batch_bytes) {
         flush_locked(dest, box, failed, failure);

@@ -29,11 +29,22 @@ std::uint64_t window_bytes(reader& in) {
 sender& outgoing_of(const reply_token& token) {
   return static_cast<replies*>(token.owner)->outgoing();
 }
+/// The window's messages are one-way; a request for them is answered with an error.
+void require_one_way(const reply_token& token) {
+  if (!token.one_way) {
+    throw error("mpirpc: " + session::function_name(token.function_id) +
+                " is a one-way message of the runtime's own, not a function to call");
+  }
+}
 /// A marker came up in order: the calls before it have started here.
 void serve_one_way_mark(raw_function, reader& in, reply_token& token) {
+  require_one_way(token);
   outgoing_of(token).acknowledge_one_way(token.source, window_bytes(in));
 }
+/// Acknowledgements are applied when received (receiver::handle_request); this serves only
+/// one that came inside a batch.
 void serve_one_way_ack(raw_function, reader& in, reply_token& token) {
+  require_one_way(token);
   outgoing_of(token).one_way_acknowledged(token.source, window_bytes(in));
 }
 
@@ -155,9 +166,22 @@ void receiver::handle_request(incoming& message, const wire::header& h, bool slo
     }
   } slot{_p.serve, slot_held};
   const bool one_way = (h.flags & wire::request_one_way) != 0;
+  if (one_way && h.function_id == one_way_window::ack_id() && h.segment_count == 0) {
+    // An acknowledgement of the one-way window needs no order and no handler slot: applied
+    // here, so that it never waits behind this rank's queue of calls from its sender.
+    reader in(message.bytes.data() + sizeof(wire::header),
+              static_cast<std::size_t>(h.payload_size));
+    try {
+      _p.send.one_way_acknowledged(message.source, window_bytes(in));
+    } catch (const std::exception& e) {
+      _p.identity.log("dropped a malformed one-way acknowledgement from " +
+                      _p.identity.name_of(message.source) + ": " + e.what());
+    }
+    return;
+  }
   const function_entry* fn = registry::instance().by_id(h.function_id);
   if (!fn) {
-    if ((h.flags & wire::request_rref_flags) && !one_way && _flagged) {
+    if ((h.flags & wire::request_rref_flags) && !one_way && _flagged && _p.send.gate().open()) {
       refuse_unknown_flagged(message, h);
       return;
     }
@@ -336,7 +360,9 @@ void receiver::run_request(const incoming& message, const wire::header& h,
     return;
   }
   segments.drain();
-  _p.counters.requests_served.fetch_add(1, std::memory_order_relaxed);
+  if (!one_way_window::is_window_message(h.function_id)) {
+    _p.counters.requests_served.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 void receiver::run_queued_request(incoming& message) {

@@ -276,12 +276,28 @@ void sender::acknowledge_one_way(int source, std::uint64_t bytes) noexcept {
 }
 
 void sender::send_window_message(int dest, std::uint64_t function_id, std::uint64_t bytes) {
-  // One-way, so that it travels in the batches and in-order runs of the calls it follows; not
-  // counted in the window (it is what moves the window).
+  // One-way. A marker travels in the batches and in-order runs of the calls it follows; an
+  // acknowledgement needs no order and leaves at once, on its own, so that it never waits
+  // behind calls (it is applied on receipt, see receiver::handle_request). Neither counts in
+  // the window (outbox_set leaves markers out): they are what moves it.
   std::vector<char> buffer(sizeof(wire::header) + sizeof bytes);
   std::memcpy(buffer.data() + sizeof(wire::header), &bytes, sizeof bytes);
   const admission_gate::pass admitted(_gate);
   if (!admitted) throw shutdown_error("mpirpc: the RPC runtime has shut down");
+  if (function_id == one_way_window::ack_id()) {
+    wire::header h{};
+    h.magic = wire::magic;
+    h.version = wire::version;
+    h.kind = static_cast<std::uint8_t>(wire::kind::request);
+    h.flags = wire::request_one_way;
+    h.function_id = function_id;
+    h.payload_size = sizeof bytes;
+    std::memcpy(buffer.data(), &h, sizeof h);
+    _messages.send([&](bool* control_sent) {
+      _transport.send(dest, wire::tag_request, buffer.data(), buffer.size(), {}, 0, control_sent);
+    });
+    return;
+  }
   send_message(dest, wire::tag_request, buffer, wire::kind::request, 0, function_id, {},
                wire::request_one_way);
 }

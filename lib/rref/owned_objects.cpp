@@ -265,8 +265,8 @@ void rref_table::refuse_unknown(std::uint16_t flags, std::uint64_t function_id, 
   } catch (...) {
     rethrow_argument_error();
   }
-  const std::string missing = "no function with id " + session::function_name(function_id) +
-                              " is registered on " + _session.self().name +
+  const std::string missing = "the function it names (" + session::function_name(function_id) +
+                              ") is not registered on " + _session.self().name +
                               " (the ranks' registries differ)";
   // The weight the call carries goes back at once: it ran on nothing.
   if (flags & on_rref) release_owned(prefix.self_id, prefix.self_weight);

@@ -139,6 +139,24 @@ void wait_at_gate() {
 }
 MPIRPC_REGISTER(wait_at_gate);
 
+/// Slower still: 1 ms a call, so that a sender of small calls outruns it even on a loaded
+/// machine (where a sleeping receiver loses nothing and a computing sender does).
+void slower_sink(std::string pad) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!pad.empty()) g_sunk.fetch_add(1);
+}
+MPIRPC_REGISTER(slower_sink);
+
+/// A one-way call that holds its thread (and the calls from its sender behind it) until this
+/// rank's application thread is done flooding.
+std::atomic<bool> g_flood_done{false};
+void hold_until_flood_done() {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!g_flood_done.load() && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+MPIRPC_REGISTER(hold_until_flood_done);
+
 } // namespace
 
 TEST_CASE("one worker flooding another with 1 000 000 async calls stays within bounded memory",
@@ -278,10 +296,13 @@ TEST_CASE("a flood of one-way calls from every other worker into one keeps the r
   constexpr long limit = 256L << 10;
   const int receiver = 0;
   const int senders = world_size() - 1;
-  reset_sink(); // before the collective start: no call can arrive earlier
   mpirpc::options opts;
   opts.max_one_way_bytes = limit;
   mpirpc::runtime rt(opts);
+  // The baseline after start-up (MPI's and the runtime's own memory), before anyone calls.
+  mpirpc::barrier();
+  reset_sink();
+  mpirpc::barrier();
   if (world_rank() != receiver) {
     // About 12 MiB each on the wire, faster than the receiver runs them.
     for (long i = 0; i < calls; ++i)
@@ -356,4 +377,31 @@ TEST_CASE("a one-way call that finds the window shut for rpc_timeout fails unsen
   g_gate_open = true;
   mpirpc::barrier();
   if (world_rank() == receiver) CHECK(g_sunk.load() == sender_sent);
+}
+
+TEST_CASE("acknowledgements reach a flooding sender whose handlers for the receiver's calls "
+          "are blocked",
+          "[flow][rpc_ff]") {
+  g_flood_done = false;
+  reset_sink();
+  mpirpc::options opts;
+  opts.max_one_way_bytes = 64 * 1024;
+  opts.rpc_timeout = std::chrono::seconds(20);
+  mpirpc::runtime rt(opts);
+  const int receiver = 0;
+  const int flooder = 1;
+  // The receiver's one-way call holds the flooder's in-order run of the receiver's calls until
+  // the flood is over; the window's acknowledgements must not queue behind it.
+  if (world_rank() == receiver) mpirpc::rpc_ff(flooder, hold_until_flood_done);
+  mpirpc_test::barrier(); // MPI's: the held call keeps mpirpc::barrier() from returning
+  if (world_rank() == flooder) {
+    // 1 KiB calls, batched and sent eagerly: past MPI's eager limit the sender would be held
+    // back by MPI itself, until the receiver's poller takes each message.
+    for (int i = 0; i < 300; ++i) // 300 KiB: about 5 windows
+      mpirpc::rpc_ff(receiver, slower_sink, std::string(1024, 'a'));
+    CHECK(mpirpc::stats().one_way_delayed > 0);
+    g_flood_done = true;
+  }
+  mpirpc::barrier();
+  if (world_rank() == receiver) CHECK(g_sunk.load() == 300);
 }
