@@ -225,6 +225,7 @@ void engine::lead() {
     view.called_lately = now - _sender.last_call() < pacing::recent_call_window;
     view.idle_poll_interval = _idle_poll_interval;
     const pacing::leader_sleep decision = pacing::leader_sleep_for(view);
+    _transport->reap_sends(); // before it sleeps: the buffers of batches that have arrived
     if (!_baton.sleep(
             now, decision.sleep, decision.idle, [this] { return _sender.replies_awaited(); },
             _stop_threads)) {

@@ -88,6 +88,7 @@ void transport::close() noexcept {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) return;
+  if (_ctrl != MPI_COMM_NULL) _posted.finish(patience());
   if (_ctrl != MPI_COMM_NULL) cancel_posted();
   for (MPI_Comm* c : {&_ctrl, &_data, &_coll}) {
     if (*c != MPI_COMM_NULL) MPI_Comm_free(c);
@@ -382,7 +383,13 @@ void transport::post_and_wait(int dest, int tag, const char* data, std::size_t s
                               bool* control_sent) {
   // sender::send_message has checked that size fits MPI's int count.
   if (size <= eager_limit && parts.empty()) {
-    check_mpi(MPI_Send(data, static_cast<int>(size), MPI_BYTE, dest, tag, _ctrl), "MPI_Send");
+    // A message that Open MPI does not copy out at once is posted from a copy, so that this
+    // thread does not wait for the receiver to take it (posted_sends).
+    if (size > posted_sends::inline_bytes) {
+      _posted.post(data, size, dest, tag, _ctrl);
+    } else {
+      check_mpi(MPI_Send(data, static_cast<int>(size), MPI_BYTE, dest, tag, _ctrl), "MPI_Send");
+    }
     if (control_sent) *control_sent = true;
     return;
   }

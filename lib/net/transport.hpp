@@ -16,6 +16,7 @@
 #include <mpirpc/serialization.hpp>
 
 #include "net/backoff.hpp"
+#include "net/posted_sends.hpp"
 
 namespace mpirpc::detail {
 
@@ -168,7 +169,12 @@ public:
   /// Collective: every rank's `count` values of `in`, by rank, into `out` (size() x count).
   void allgather(const std::uint64_t* in, int count, std::uint64_t* out);
 
-  /// Frees the communicators. Called once traffic has stopped.
+  /// Recycles the buffers of control messages whose posted sends have completed (see
+  /// posted_sends); a poller calls it when it finds nothing to do.
+  void reap_sends() noexcept { _posted.reap(); }
+
+  /// Waits (up to patience()) for the control messages still being sent, then frees the
+  /// communicators. Called once traffic has stopped.
   void close() noexcept;
 
 private:
@@ -236,6 +242,8 @@ private:
   std::chrono::microseconds _spin_for;
   std::atomic<std::int64_t> _patience_ms{10000};
   std::atomic<int> _spinning{0};
+  /// Control messages past Open MPI's inline size, sent without waiting for the receiver.
+  posted_sends _posted;
 
   void post_and_wait(int dest, int tag, const char* data, std::size_t size,
                      const std::vector<segment>& parts, int data_tag, bool chunked,
