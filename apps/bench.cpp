@@ -160,10 +160,11 @@ struct config {
   std::string workload;
   std::string system;
   bool quick = false;
+  long scale = 1; ///< --scale K: iteration counts K times as large (for profiling)
   int ranks = 0;
 
-  /// An iteration count, cut about tenfold by --quick.
-  long count(long full) const { return quick ? std::max(1L, full / 10) : full; }
+  /// An iteration count, cut about tenfold by --quick, multiplied by --scale.
+  long count(long full) const { return (quick ? std::max(1L, full / 10) : full) * scale; }
 };
 
 double microseconds_since(clock_type::time_point start) {
@@ -821,10 +822,11 @@ void run_mpi(const config& cfg) {
 
 void usage(std::FILE* out) {
   std::fprintf(out,
-               "usage: mpiexec -n P mpirpc_bench --workload W0..W7 --system mpi|mpirpc [--quick]\n"
+               "usage: mpiexec -n P mpirpc_bench --workload W0..W7 --system mpi|mpirpc [--quick] "
+               "[--scale K]\n"
                "  P per workload: W0 4, W1 2, W2 2, W3 2, W4 3, W5 4, W6 3, W7 4.\n"
                "  --system mpi exists for all but W0 and W7. --quick cuts iteration counts "
-               "about tenfold.\n");
+               "about tenfold; --scale K multiplies them by K (a steady state to profile).\n");
 }
 
 /// Parses the command line; returns an empty message on success.
@@ -833,6 +835,9 @@ std::string parse(int argc, char** argv, config& cfg) {
     const std::string arg = argv[i];
     if (arg == "--quick") {
       cfg.quick = true;
+    } else if (arg == "--scale" && i + 1 < argc) {
+      cfg.scale = std::atol(argv[++i]);
+      if (cfg.scale < 1 || cfg.scale > 1000) return "--scale must be a whole number from 1 to 1000";
     } else if ((arg == "--workload" || arg == "--system") && i + 1 < argc) {
       (arg == "--workload" ? cfg.workload : cfg.system) = argv[++i];
     } else {
