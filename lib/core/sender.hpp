@@ -132,6 +132,8 @@ private:
   deadline_of(std::chrono::steady_clock::time_point start, double timeout_s) noexcept;
   bool in_burst(int dest, std::chrono::steady_clock::time_point now) noexcept;
   void note_call(std::chrono::steady_clock::time_point now) noexcept;
+  /// note_call for a one-way call, at the clock tick's resolution (see coarse_now).
+  void note_one_way_call() noexcept;
 
   transport& _transport;
   message_counter& _messages;
