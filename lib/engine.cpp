@@ -223,6 +223,7 @@ void engine::lead() {
                      _replies.held() > 0;
     view.batches_out = _outboxes.any();
     view.called_lately = now - _sender.last_call() < pacing::recent_call_window;
+    view.streaming = view.driven && _pending.size() >= pacing::stream_outstanding;
     view.idle_poll_interval = _idle_poll_interval;
     const pacing::leader_sleep decision = pacing::leader_sleep_for(view);
     _transport->reap_sends(); // before it sleeps: the buffers of batches that have arrived

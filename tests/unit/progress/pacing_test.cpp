@@ -89,6 +89,22 @@ TEST_CASE("the leader's sleep: capped by what is due, at least the caller sleep 
     CHECK(s.sleep == pacing::caller_leader_sleep);
     CHECK_FALSE(s.idle);
   }
+  SECTION("driven with a window of calls out: the whole cap, since the caller polls itself") {
+    v.idle_for = 10us;
+    v.driven = true;
+    v.streaming = true;
+    v.calls_out = true;
+    const auto s = pacing::leader_sleep_for(v);
+    CHECK(s.sleep == pacing::caller_stream_sleep);
+    CHECK(s.sleep > pacing::caller_leader_sleep);
+    CHECK(s.sleep <= pacing::busy_poll_interval);
+    CHECK_FALSE(s.idle);
+  }
+  SECTION("streaming counts only while driven") {
+    v.idle_for = 10us;
+    v.streaming = true;
+    CHECK(pacing::leader_sleep_for(v).sleep == pacing::min_sleep);
+  }
   SECTION("driven, but the cap is shorter than the caller sleep") {
     v.idle_for = 10us;
     v.driven = true;
