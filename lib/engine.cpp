@@ -221,9 +221,12 @@ void engine::lead() {
     }
     view.calls_out = (_sender.replies_awaited() && _waiters.load(std::memory_order_relaxed) == 0) ||
                      _replies.held() > 0;
-    view.batches_out = _outboxes.any();
+    // Posted sends too: one MPI does not complete eagerly moves only while this rank polls.
+    view.batches_out = _outboxes.any() || _transport->sends_in_flight() > 0;
     view.called_lately = now - _sender.last_call() < pacing::recent_call_window;
-    view.streaming = view.driven && _pending.size() >= pacing::stream_outstanding;
+    // Not while a caller sleeps for room in the window: the leader alone receives its replies.
+    view.streaming =
+        view.driven && _pending.size() >= pacing::stream_outstanding && !_sender.waiting_for_room();
     view.idle_poll_interval = _idle_poll_interval;
     const pacing::leader_sleep decision = pacing::leader_sleep_for(view);
     _transport->reap_sends(); // before it sleeps: the buffers of batches that have arrived

@@ -103,6 +103,10 @@ public:
   static void message_received() noexcept;
   /// Whether an answer is awaited: a call's reply, or, while a thread waits for the one-way
   /// window, an acknowledgement (relaxed, for pacing).
+  /// Whether an application thread sleeps in wait_for_room now (relaxed).
+  bool waiting_for_room() const noexcept {
+    return _room_waiters.load(std::memory_order_relaxed) > 0;
+  }
   bool replies_awaited() const noexcept {
     return _pending.size() > 0 || _one_way_waiters.load(std::memory_order_relaxed) > 0;
   }
@@ -146,6 +150,7 @@ private:
   admission_gate _gate;
   one_way_window& _one_way;
   std::atomic<int> _one_way_waiters{0}; ///< threads in wait_for_one_way_room
+  std::atomic<int> _room_waiters{0};    ///< threads in wait_for_room
   std::atomic<std::int64_t> _last_call_ns{0};
   std::atomic<std::int64_t> _last_user_call_ns{0};
 };

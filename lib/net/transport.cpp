@@ -74,6 +74,7 @@ transport::transport(MPI_Comm comm, std::chrono::microseconds spin_for) : _spin_
   int flag = 0;
   MPI_Comm_get_attr(_ctrl, MPI_TAG_UB, &ub, &flag);
   if (flag && ub && *ub > 1) _tag_ub = static_cast<std::uint32_t>(*ub);
+  _posted = std::make_unique<posted_sends>(_size);
   _request_ring.tag = wire::tag_request;
   _reply_ring.tag = wire::tag_reply;
   post_ring(_request_ring);
@@ -88,7 +89,11 @@ void transport::close() noexcept {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) return;
-  if (_ctrl != MPI_COMM_NULL) _posted.finish(patience());
+  // After a graceful shutdown every message has been received and these complete at once; a
+  // receiver that stopped without serving would never take the rest.
+  if (_ctrl != MPI_COMM_NULL && _posted) {
+    _posted->finish(std::min(patience(), std::chrono::milliseconds(1000)));
+  }
   if (_ctrl != MPI_COMM_NULL) cancel_posted();
   for (MPI_Comm* c : {&_ctrl, &_data, &_coll}) {
     if (*c != MPI_COMM_NULL) MPI_Comm_free(c);
@@ -386,7 +391,7 @@ void transport::post_and_wait(int dest, int tag, const char* data, std::size_t s
     // A message that Open MPI does not copy out at once is posted from a copy, so that this
     // thread does not wait for the receiver to take it (posted_sends).
     if (size > posted_sends::inline_bytes) {
-      _posted.post(data, size, dest, tag, _ctrl);
+      _posted->post(data, size, dest, tag, _ctrl);
     } else {
       check_mpi(MPI_Send(data, static_cast<int>(size), MPI_BYTE, dest, tag, _ctrl), "MPI_Send");
     }

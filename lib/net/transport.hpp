@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -171,7 +172,9 @@ public:
 
   /// Recycles the buffers of control messages whose posted sends have completed (see
   /// posted_sends); a poller calls it when it finds nothing to do.
-  void reap_sends() noexcept { _posted.reap(); }
+  void reap_sends() noexcept { _posted->reap(); }
+  /// Control messages posted and not yet known to be complete (a hint: relaxed).
+  std::size_t sends_in_flight() const noexcept { return _posted->in_flight(); }
 
   /// Waits (up to patience()) for the control messages still being sent, then frees the
   /// communicators. Called once traffic has stopped.
@@ -243,7 +246,7 @@ private:
   std::atomic<std::int64_t> _patience_ms{10000};
   std::atomic<int> _spinning{0};
   /// Control messages past Open MPI's inline size, sent without waiting for the receiver.
-  posted_sends _posted;
+  std::unique_ptr<posted_sends> _posted;
 
   void post_and_wait(int dest, int tag, const char* data, std::size_t size,
                      const std::vector<segment>& parts, int data_tag, bool chunked,

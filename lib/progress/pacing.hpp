@@ -42,8 +42,9 @@ inline constexpr microseconds caller_leader_sleep{50};
 /// While it drives with at least stream_outstanding calls awaiting replies (a window of calls,
 /// W2 and W5), its thread polls for them whenever it needs one, and the leader sleeps the whole
 /// cap: each wake-up (a futex round trip, several microseconds here) came out of that thread's
-/// core (W2: 1.9-2.0 -> 2.5-2.8 M calls/s in 5 paired runs). Chains of single calls keep the
-/// shorter sleep.
+/// core (W2: 1.47-2.05 -> 1.95-2.85 M calls/s in 8 paired runs). Chains of single calls keep
+/// the shorter sleep, and so does a leader whose caller sleeps for room in the window (the
+/// leader alone receives its replies then).
 inline constexpr microseconds caller_stream_sleep{200};
 inline constexpr std::size_t stream_outstanding = 16;
 inline constexpr microseconds serving_window{1000};
