@@ -101,12 +101,12 @@ public:
   }
   /// What this thread sends next follows a message it received: not a burst.
   static void message_received() noexcept;
-  /// Whether an answer is awaited: a call's reply, or, while a thread waits for the one-way
-  /// window, an acknowledgement (relaxed, for pacing).
   /// Whether an application thread sleeps in wait_for_room now (relaxed).
   bool waiting_for_room() const noexcept {
     return _room_waiters.load(std::memory_order_relaxed) > 0;
   }
+  /// Whether an answer is awaited: a call's reply, or, while a thread waits for the one-way
+  /// window, an acknowledgement (relaxed, for pacing).
   bool replies_awaited() const noexcept {
     return _pending.size() > 0 || _one_way_waiters.load(std::memory_order_relaxed) > 0;
   }

@@ -176,8 +176,8 @@ public:
   /// Control messages posted and not yet known to be complete (a hint: relaxed).
   std::size_t sends_in_flight() const noexcept { return _posted->in_flight(); }
 
-  /// Waits (up to patience()) for the control messages still being sent, then frees the
-  /// communicators. Called once traffic has stopped.
+  /// Waits (up to 1 s, or patience() if shorter) for the control messages still being sent, then
+  /// frees the communicators. Called once traffic has stopped.
   void close() noexcept;
 
 private:
