@@ -1,12 +1,17 @@
 // SPDX-License-Identifier: MIT
 #include "core/pending_calls.hpp"
 
+#include <algorithm>
+
 namespace mpirpc::detail {
 
 pending_calls::pending_calls(int ranks)
-    : _per_dest(new std::atomic<int>[static_cast<std::size_t>(ranks > 0 ? ranks : 1)]) {
-  for (int i = 0; i < (ranks > 0 ? ranks : 1); ++i)
+    : _per_dest(new std::atomic<int>[static_cast<std::size_t>(ranks > 0 ? ranks : 1)]),
+      _wake_at(new std::atomic<int>[static_cast<std::size_t>(ranks > 0 ? ranks : 1)]) {
+  for (int i = 0; i < (ranks > 0 ? ranks : 1); ++i) {
     _per_dest[static_cast<std::size_t>(i)] = 0;
+    _wake_at[static_cast<std::size_t>(i)] = 0;
+  }
 }
 
 bool pending_calls::try_reserve(int dest, int limit) noexcept {
@@ -27,8 +32,10 @@ void pending_calls::unreserve(int dest) noexcept {
 }
 
 void pending_calls::released(int dest) noexcept {
-  _per_dest[static_cast<std::size_t>(dest)].fetch_sub(1, std::memory_order_seq_cst);
-  if (_room_waiters.load(std::memory_order_seq_cst) > 0) {
+  const int left =
+      _per_dest[static_cast<std::size_t>(dest)].fetch_sub(1, std::memory_order_seq_cst) - 1;
+  if (_room_waiters.load(std::memory_order_seq_cst) > 0 &&
+      left <= _wake_at[static_cast<std::size_t>(dest)].load(std::memory_order_relaxed)) {
     std::lock_guard<std::mutex> lock(_room_mutex); // no lost wake-up
     _room_cv.notify_all();
   }
@@ -36,10 +43,16 @@ void pending_calls::released(int dest) noexcept {
 
 void pending_calls::wait_for_room(int dest, int limit,
                                   std::chrono::steady_clock::time_point until) {
+  const std::size_t d = static_cast<std::size_t>(dest);
+  const int wake_at = limit - std::max(1, limit / 4);
   std::unique_lock<std::mutex> lock(_room_mutex);
+  // Every waiter for dest passes the same limit (options::max_outstanding_calls); set before
+  // the waiter is counted, so that a release that sees the waiter sees its threshold.
+  _wake_at[d].store(wake_at, std::memory_order_relaxed);
   _room_waiters.fetch_add(1, std::memory_order_seq_cst);
-  if (_per_dest[static_cast<std::size_t>(dest)].load(std::memory_order_seq_cst) >= limit) {
-    _room_cv.wait_until(lock, until);
+  if (_per_dest[d].load(std::memory_order_seq_cst) >= limit) {
+    _room_cv.wait_until(lock, until,
+                        [&] { return _per_dest[d].load(std::memory_order_seq_cst) <= wake_at; });
   }
   _room_waiters.fetch_sub(1, std::memory_order_seq_cst);
 }

@@ -39,7 +39,10 @@ public:
   bool try_reserve(int dest, int limit) noexcept;
   /// Gives back a reservation whose call was never inserted.
   void unreserve(int dest) noexcept;
-  /// Sleeps until a call to `dest` completes or `until` passes (either may be spurious).
+  /// Sleeps until room for a quarter of `limit` calls to `dest` has come back (at most
+  /// limit - max(1, limit / 4) await a reply) or `until` passes (either may be spurious). Woken
+  /// once per quarter rather than by every reply: a caller that floods a full window then sends
+  /// a burst, which is batched, instead of one call per wake-up (W7 with rpc_async).
   void wait_for_room(int dest, int limit, std::chrono::steady_clock::time_point until);
   /// Calls to `dest` that hold a reservation.
   int outstanding(int dest) const noexcept {
@@ -69,6 +72,7 @@ private:
   std::atomic<std::size_t> _size{0};
 
   std::unique_ptr<std::atomic<int>[]> _per_dest;
+  std::unique_ptr<std::atomic<int>[]> _wake_at; ///< per destination: wake room waiters at this
   std::atomic<int> _room_waiters{0};
   std::mutex _room_mutex;
   std::condition_variable _room_cv;

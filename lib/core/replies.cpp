@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "core/replies.hpp"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,8 @@ bool replies::send_value(reply_token& token, save_fn save, const void* value) no
   std::string replenish_failed;
   const std::string& self = _session.self().name;
   for (;;) {
-    future<void> replenished;
+    std::optional<future<void>> replenished; // engaged only when it must be waited for: a
+                                             // default future allocates its state
     bool exhausted = false;
     {
       const admission_gate::pass admitted(_sender.gate());
@@ -92,7 +94,7 @@ bool replies::send_value(reply_token& token, save_fn save, const void* value) no
     // A reference in the result had no weight left: wait until its owner gave more, then build
     // the reply again (the value lives until this function returns).
     try {
-      replenished.wait();
+      replenished->wait();
     } catch (...) {
       may_wait = false; // the next attempt reports the failure
       replenish_failed = describe_exception(std::current_exception()).message;
