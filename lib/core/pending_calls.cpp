@@ -7,10 +7,12 @@ namespace mpirpc::detail {
 
 pending_calls::pending_calls(int ranks)
     : _per_dest(new std::atomic<int>[static_cast<std::size_t>(ranks > 0 ? ranks : 1)]),
-      _wake_at(new std::atomic<int>[static_cast<std::size_t>(ranks > 0 ? ranks : 1)]) {
+      _wake_at(new std::atomic<int>[static_cast<std::size_t>(ranks > 0 ? ranks : 1)]),
+      _room_waiters(new std::atomic<int>[static_cast<std::size_t>(ranks > 0 ? ranks : 1)]) {
   for (int i = 0; i < (ranks > 0 ? ranks : 1); ++i) {
     _per_dest[static_cast<std::size_t>(i)] = 0;
     _wake_at[static_cast<std::size_t>(i)] = 0;
+    _room_waiters[static_cast<std::size_t>(i)] = 0;
   }
 }
 
@@ -34,7 +36,7 @@ void pending_calls::unreserve(int dest) noexcept {
 void pending_calls::released(int dest) noexcept {
   const int left =
       _per_dest[static_cast<std::size_t>(dest)].fetch_sub(1, std::memory_order_seq_cst) - 1;
-  if (_room_waiters.load(std::memory_order_seq_cst) > 0 &&
+  if (_room_waiters[static_cast<std::size_t>(dest)].load(std::memory_order_seq_cst) > 0 &&
       left <= _wake_at[static_cast<std::size_t>(dest)].load(std::memory_order_relaxed)) {
     std::lock_guard<std::mutex> lock(_room_mutex); // no lost wake-up
     _room_cv.notify_all();
@@ -43,18 +45,19 @@ void pending_calls::released(int dest) noexcept {
 
 void pending_calls::wait_for_room(int dest, int limit,
                                   std::chrono::steady_clock::time_point until) {
+  if (limit <= 0) return;
   const std::size_t d = static_cast<std::size_t>(dest);
   const int wake_at = limit - std::max(1, limit / 4);
   std::unique_lock<std::mutex> lock(_room_mutex);
   // Every waiter for dest passes the same limit (options::max_outstanding_calls); set before
   // the waiter is counted, so that a release that sees the waiter sees its threshold.
   _wake_at[d].store(wake_at, std::memory_order_relaxed);
-  _room_waiters.fetch_add(1, std::memory_order_seq_cst);
+  _room_waiters[d].fetch_add(1, std::memory_order_seq_cst);
   if (_per_dest[d].load(std::memory_order_seq_cst) >= limit) {
     _room_cv.wait_until(lock, until,
                         [&] { return _per_dest[d].load(std::memory_order_seq_cst) <= wake_at; });
   }
-  _room_waiters.fetch_sub(1, std::memory_order_seq_cst);
+  _room_waiters[d].fetch_sub(1, std::memory_order_seq_cst);
 }
 
 std::uint64_t pending_calls::insert(pending_call call) {

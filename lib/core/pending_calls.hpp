@@ -43,6 +43,8 @@ public:
   /// limit - max(1, limit / 4) await a reply) or `until` passes (either may be spurious). Woken
   /// once per quarter rather than by every reply: a caller that floods a full window then sends
   /// a burst, which is batched, instead of one call per wake-up (W7 with rpc_async).
+  /// Precondition: every waiter for `dest` passes the same `limit` (options::
+  /// max_outstanding_calls); a limit of zero or less returns at once (no limit).
   void wait_for_room(int dest, int limit, std::chrono::steady_clock::time_point until);
   /// Calls to `dest` that hold a reservation.
   int outstanding(int dest) const noexcept {
@@ -72,8 +74,8 @@ private:
   std::atomic<std::size_t> _size{0};
 
   std::unique_ptr<std::atomic<int>[]> _per_dest;
-  std::unique_ptr<std::atomic<int>[]> _wake_at; ///< per destination: wake room waiters at this
-  std::atomic<int> _room_waiters{0};
+  std::unique_ptr<std::atomic<int>[]> _wake_at;      ///< per destination: wake room waiters at this
+  std::unique_ptr<std::atomic<int>[]> _room_waiters; ///< per destination
   std::mutex _room_mutex;
   std::condition_variable _room_cv;
 };

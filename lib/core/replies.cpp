@@ -58,7 +58,7 @@ bool replies::send_value(reply_token& token, save_fn save, const void* value) no
       } catch (rref_weight_exhausted& e) {
         if (may_wait) {
           exhausted = true; // waited for below, outside the admission
-          replenished = e.replenished;
+          replenished = std::move(e.replenished);
         } else {
           failed = "serialized";
           what = std::string(e.what()) +

@@ -28,8 +28,6 @@ public:
   }
   /// The rank of a destination; throws unknown_worker_error.
   int resolve(const destination& to) const;
-  /// Tells this session from every other of the process, past or future (never 0).
-  std::uint64_t serial() const noexcept { return _serial; }
   /// The registered name of a function id, or "function#<hex id>".
   static std::string function_name(std::uint64_t id);
   /// Writes "mpirpc[<self>]: <line>" to stderr.
@@ -39,7 +37,7 @@ private:
   std::vector<worker_info> _workers;
   std::unordered_map<std::string, int> _rank_of_name;
   int _rank;
-  std::uint64_t _serial;
+  std::uint64_t _serial; ///< tells this session from every other of the process (never 0)
 };
 
 } // namespace mpirpc::detail

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <string>
 #include <vector>
 
 #include <mpirpc/detail/request.hpp>
@@ -50,6 +51,14 @@ struct thread_state {
   request_buffers request;
   /// The buffer replies are built in (core/sender, core/replies).
   std::vector<char> reply_buffer;
+  /// The worker name this thread resolved last, in which session (core/session): a key of that
+  /// session's table, valid while the serial matches.
+  struct resolved_name {
+    std::uint64_t session = 0;
+    const std::string* name = nullptr;
+    int rank = -1;
+  };
+  resolved_name last_name;
 
   // ---- receiving
   /// Receive buffers, one per nesting level (a handler run inline may wait on a future and so
