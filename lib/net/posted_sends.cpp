@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 #include "net/posted_sends.hpp"
 
+#include <algorithm>
 #include <cstdio>
+#include <string>
 #include <thread>
 
 #include <mpirpc/errors.hpp>
@@ -40,7 +42,7 @@ bool wait_until(MPI_Request& request, clock::time_point deadline, int& rc) noexc
 
 void report_failed(int dest, int rc) noexcept {
   std::fprintf(stderr,
-               "mpirpc: a batch of messages sent to rank %d failed in MPI after it was posted "
+               "mpirpc: a message (or batch) sent to rank %d failed in MPI after it was posted "
                "(%s); its calls time out\n",
                dest, error_text(rc).c_str());
 }

@@ -52,7 +52,36 @@ void wait_with_backoff(int count, MPI_Request* requests, std::chrono::microsecon
   }
 }
 
+#if defined(__SANITIZE_THREAD__)
+#define MPIRPC_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MPIRPC_TSAN 1
+#endif
+#endif
+
+#if defined(MPIRPC_TSAN)
+// ThreadSanitizer's runtime (tsan_interface_ann): no report for accesses to the range.
+extern "C" void AnnotateBenignRaceSized(const char* file, int line, const volatile void* mem,
+                                        unsigned long size, const char* description);
+#endif
+
 namespace {
+/// A buffer that only MPI writes (a posted receive's) and the runtime reads once MPI_Test*
+/// reports its request complete. Open MPI may copy a message into it on any thread that calls
+/// into MPI (a sender testing its posted sends), inside Open MPI, which ThreadSanitizer cannot
+/// see into; when that thread's stack is lost from TSan's history, no suppression matches the
+/// report (tests/sanitizers/README.md, class 6). Nothing outside TSan builds.
+void mark_written_by_mpi(const void* data, std::size_t size) noexcept {
+#if defined(MPIRPC_TSAN)
+  AnnotateBenignRaceSized(__FILE__, __LINE__, data, static_cast<unsigned long>(size),
+                          "a posted receive's buffer, written inside MPI");
+#else
+  (void)data;
+  (void)size;
+#endif
+}
+
 /// How long a send may wait for its receiver before the wait is reported on stderr.
 constexpr std::chrono::seconds slow_send(10);
 
@@ -136,6 +165,7 @@ void transport::post_ring(posted_ring& ring) {
   for (std::size_t i = 0; i < posted_ring::depth; ++i) {
     ring.requests[i] = MPI_REQUEST_NULL;
     ring.buffers[i].resize(wire::max_control_bytes);
+    mark_written_by_mpi(ring.buffers[i].data(), ring.buffers[i].size());
   }
   for (std::size_t i = 0; i < posted_ring::depth; ++i)
     repost(ring, i);
