@@ -109,10 +109,7 @@ in_order_runs::route in_order_runs::route_received(incoming& message) {
   std::memcpy(&h, message.bytes.data(), sizeof h);
   // A one-way window acknowledgement needs no order and must not wait behind a run (its
   // sender's calls may be what the run waits for): receiver::handle_request applies it.
-  if (h.kind == static_cast<std::uint8_t>(wire::kind::request) &&
-      h.function_id == one_way_window::ack_id()) {
-    return route::dispatch;
-  }
+  if (one_way_window::is_acknowledgement(h)) return route::dispatch;
   const bool ordered = h.kind == static_cast<std::uint8_t>(wire::kind::batch) ||
                        (h.kind == static_cast<std::uint8_t>(wire::kind::request) &&
                         (h.flags & wire::request_one_way));

@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "core/registry.hpp"
+#include "net/wire.hpp"
 
 namespace mpirpc::detail {
 
@@ -66,6 +67,13 @@ public:
   static std::uint64_t ack_id() noexcept;
   static bool is_window_message(std::uint64_t function_id) noexcept {
     return function_id == marker_id() || function_id == ack_id();
+  }
+  /// Whether a received message is an acknowledgement, which is applied on receipt, outside
+  /// any order (in_order_runs::route_received routes it to receiver::handle_request).
+  static bool is_acknowledgement(const wire::header& h) noexcept {
+    return h.kind == static_cast<std::uint8_t>(wire::kind::request) &&
+           (h.flags & wire::request_one_way) != 0 && h.function_id == ack_id() &&
+           h.segment_count == 0;
   }
 
 private:

@@ -166,7 +166,7 @@ void receiver::handle_request(incoming& message, const wire::header& h, bool slo
     }
   } slot{_p.serve, slot_held};
   const bool one_way = (h.flags & wire::request_one_way) != 0;
-  if (one_way && h.function_id == one_way_window::ack_id() && h.segment_count == 0) {
+  if (one_way_window::is_acknowledgement(h)) {
     // An acknowledgement of the one-way window needs no order and no handler slot: applied
     // here, so that it never waits behind this rank's queue of calls from its sender.
     reader in(message.bytes.data() + sizeof(wire::header),

@@ -157,6 +157,15 @@ void hold_until_flood_done() {
 }
 MPIRPC_REGISTER(hold_until_flood_done);
 
+/// Options with a one-way window of 64 KiB, so that a test fills it with a few calls.
+/// The default timeout is options' own (60 s).
+mpirpc::options small_window(std::chrono::milliseconds rpc_timeout = std::chrono::seconds(60)) {
+  mpirpc::options opts;
+  opts.max_one_way_bytes = 64 * 1024;
+  opts.rpc_timeout = rpc_timeout;
+  return opts;
+}
+
 } // namespace
 
 TEST_CASE("one worker flooding another with 1 000 000 async calls stays within bounded memory",
@@ -328,9 +337,7 @@ TEST_CASE("a flood of one-way calls from every other worker into one keeps the r
 
 TEST_CASE("handlers' one-way calls never wait for the one-way window", "[flow][rpc_ff]") {
   reset_sink();
-  mpirpc::options opts;
-  opts.max_one_way_bytes = 64 * 1024;
-  mpirpc::runtime rt(opts);
+  mpirpc::runtime rt(small_window());
   // Every rank's handler sends 2 MiB of one-way calls around the ring, 32 times its window,
   // while the next rank's handlers do the same.
   CHECK(mpirpc::rpc_sync(mpirpc_test::next_rank(), flood_next, 256, 8192) == 256);
@@ -344,10 +351,7 @@ TEST_CASE("a one-way call that finds the window shut for rpc_timeout fails unsen
           "[flow][rpc_ff]") {
   g_gate_open = false;
   reset_sink();
-  mpirpc::options opts;
-  opts.max_one_way_bytes = 64 * 1024;
-  opts.rpc_timeout = std::chrono::milliseconds(500);
-  mpirpc::runtime rt(opts);
+  mpirpc::runtime rt(small_window(std::chrono::milliseconds(500)));
   const int receiver = 0;
   const int sender = 1;
   long sent = 0;
@@ -384,10 +388,7 @@ TEST_CASE("acknowledgements reach a flooding sender whose handlers for the recei
           "[flow][rpc_ff]") {
   g_flood_done = false;
   reset_sink();
-  mpirpc::options opts;
-  opts.max_one_way_bytes = 64 * 1024;
-  opts.rpc_timeout = std::chrono::seconds(20);
-  mpirpc::runtime rt(opts);
+  mpirpc::runtime rt(small_window(std::chrono::seconds(20)));
   const int receiver = 0;
   const int flooder = 1;
   // The receiver's one-way call holds the flooder's in-order run of the receiver's calls until

@@ -33,6 +33,11 @@ std::vector<char> message(char fill) {
   return std::vector<char>(size, fill);
 }
 
+/// Posts `data` to this rank itself on `comm`.
+void post(detail::posted_sends& sends, const std::vector<char>& data, MPI_Comm comm) {
+  sends.post(data.data(), data.size(), 0, tag, comm);
+}
+
 /// Receives the next message with `tag` on `comm`, waiting with a short sleep between tests.
 std::vector<char> receive(MPI_Comm comm) {
   std::vector<char> bytes(size + 1);
@@ -55,7 +60,7 @@ TEST_CASE("a posted send returns before its receiver takes it, and the copy trav
   self_comm self;
   detail::posted_sends sends(1);
   std::vector<char> data = message('a');
-  sends.post(data.data(), data.size(), 0, tag, self.comm);
+  post(sends, data, self.comm);
   CHECK(sends.in_flight() == 1);
   // The caller's buffer is free at once: what was posted is the copy.
   std::fill(data.begin(), data.end(), 'z');
@@ -73,8 +78,7 @@ TEST_CASE("posted sends to one rank arrive in the order posted") {
   detail::posted_sends sends(1);
   for (int round = 0; round < 3; ++round) {
     for (char c = 'a'; c < 'a' + 20; ++c) {
-      const std::vector<char> data = message(c);
-      sends.post(data.data(), data.size(), 0, tag, self.comm);
+      post(sends, message(c), self.comm);
     }
     for (char c = 'a'; c < 'a' + 20; ++c)
       CHECK(receive(self.comm) == message(c));
@@ -88,11 +92,11 @@ TEST_CASE("at most max_in_flight sends are outstanding: the next post waits for 
   detail::posted_sends sends(1);
   const std::vector<char> data = message('q');
   for (std::size_t i = 0; i < detail::posted_sends::max_in_flight; ++i)
-    sends.post(data.data(), data.size(), 0, tag, self.comm);
+    post(sends, data, self.comm);
   CHECK(sends.in_flight() == detail::posted_sends::max_in_flight);
   std::atomic<bool> posted{false};
   std::thread poster([&] {
-    sends.post(data.data(), data.size(), 0, tag, self.comm);
+    post(sends, data, self.comm);
     posted = true;
   });
   std::this_thread::sleep_for(50ms);
@@ -115,7 +119,7 @@ TEST_CASE("finish gives up on sends nobody takes after its patience; MPI still d
   self_comm self;
   detail::posted_sends sends(1);
   const std::vector<char> data = message('x');
-  sends.post(data.data(), data.size(), 0, tag, self.comm);
+  post(sends, data, self.comm);
   const auto start = std::chrono::steady_clock::now();
   sends.finish(50ms);
   const auto waited = std::chrono::steady_clock::now() - start;
